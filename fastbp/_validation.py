@@ -1,0 +1,183 @@
+"""Input checks, in scikit-learn's wording, run before any kernel sees the data.
+
+Every public entry point converts user arrays here into C-contiguous, writeable arrays of
+the network's dtype; the kernels then never check anything.
+"""
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.utils import check_array
+
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu")
+OUTPUTS = ACTIVATIONS + ("softmax",)
+COSTS = ("quadratic", "cross_entropy")
+DTYPES = ("float32", "float64")
+
+
+def _sparse_error(name):
+    return TypeError(
+        f"Sparse data was passed for {name}, but dense data is required. Use "
+        "'.toarray()' to convert to a dense numpy array."
+    )
+
+
+def _as_kernel_array(a, dtype):
+    """C-contiguous and writeable (Numba types read-only arrays differently)."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if not a.flags.writeable:
+        a = a.copy()
+    return a
+
+
+def check_X(X, n_features, dtype, owner="Network"):
+    """Validate the inputs X of a network with ``n_features`` inputs.
+
+    Returns a C-contiguous, writeable array of ``dtype``, shape (n_samples, n_features).
+    """
+    if sp.issparse(X):
+        raise _sparse_error("X")
+    X = check_array(
+        X, dtype="numeric", ensure_all_finite=True, input_name="X", estimator=owner
+    )
+    if X.shape[1] != n_features:
+        raise ValueError(
+            f"X has {X.shape[1]} features, but {owner} is expecting {n_features} "
+            "features as input."
+        )
+    return _as_kernel_array(X, dtype)
+
+
+def check_Y(Y, n_samples, n_outputs, dtype, owner="Network"):
+    """Validate targets: integer class labels, or floats of shape (n_samples, n_outputs).
+
+    Returns
+    -------
+    Y : C-contiguous float array (n_samples, n_outputs) of ``dtype``; class labels are
+        one-hot encoded (a single output neuron takes labels 0/1 as its target).
+    labels : the int64 class labels, or None when Y was given as floats.
+    """
+    if sp.issparse(Y):
+        raise _sparse_error("Y")
+    Y = check_array(
+        Y, dtype="numeric", ensure_2d=False, ensure_all_finite=True, input_name="Y",
+        estimator=owner,
+    )
+    if Y.ndim > 2:  # check_array refuses these; kept for a clear message regardless
+        raise ValueError(f"Y must be 1-D labels or 2-D targets; got {Y.ndim} dimensions.")
+    if Y.shape[0] != n_samples:
+        raise ValueError(
+            "Found input variables with inconsistent numbers of samples: "
+            f"[{n_samples}, {Y.shape[0]}]"
+        )
+    if Y.ndim == 1 and Y.dtype.kind in "biu":
+        labels = Y.astype(np.int64)
+        n_classes = max(n_outputs, 2)
+        bad = np.unique(labels[(labels < 0) | (labels >= n_classes)])
+        if bad.size:
+            raise ValueError(
+                f"Y contains class labels outside [0, {n_classes - 1}], the range of "
+                f"{owner}'s {n_outputs} output neuron(s): {bad[:10].tolist()}."
+            )
+        onehot = np.zeros((n_samples, n_outputs), dtype=dtype)
+        if n_outputs == 1:
+            onehot[:, 0] = labels
+        else:
+            onehot[np.arange(n_samples), labels] = 1
+        return onehot, labels
+    if Y.ndim == 1:
+        if n_outputs != 1:
+            raise ValueError(
+                f"Y is a 1-D array of {Y.dtype} values, but {owner} has {n_outputs} "
+                "output neurons: pass integer class labels or a 2-D array of shape "
+                f"(n_samples, {n_outputs})."
+            )
+        Y = Y.reshape(-1, 1)
+    if Y.shape[1] != n_outputs:
+        raise ValueError(
+            f"Y has {Y.shape[1]} columns, but {owner} is expecting {n_outputs} "
+            "outputs."
+        )
+    return _as_kernel_array(Y, dtype), None
+
+
+def check_choice(value, name, choices, owner):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be a str among "
+            f"{sorted(choices)}. Got {value!r} instead."
+        )
+    return value
+
+
+def check_dtype(dtype, owner):
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise ValueError(
+            f"The 'dtype' parameter of {owner} must be a str among {list(DTYPES)}. "
+            f"Got {dtype!r} instead."
+        )
+    return name
+
+
+def check_int(value, name, low, owner):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be an int in the range "
+            f"[{low}, inf). Got {value!r} instead."
+        )
+    return int(value)
+
+
+def check_float(value, name, owner, low=0.0, high=np.inf, low_open=False, high_open=True):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        value = float(value)
+        ok = np.isfinite(value) and (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high
+        )
+    if not ok:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be a float in the range "
+            f"{lo}{low}, {high}{hi}. Got {value!r} instead."
+        )
+    return value
+
+
+def check_architecture(sizes, hidden, output, cost, owner="Network"):
+    """Validate the layer sizes and the activation/cost names; return the sizes."""
+    try:
+        sizes = list(sizes)
+    except TypeError:
+        sizes = None
+    if (
+        sizes is None
+        or len(sizes) < 2
+        or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1
+               for n in sizes)
+    ):
+        raise ValueError(
+            f"The 'sizes' parameter of {owner} must be a sequence of at least two "
+            f"positive ints (inputs, ..., outputs). Got {sizes!r} instead."
+        )
+    check_choice(hidden, "hidden", ACTIVATIONS, owner)
+    check_choice(output, "output", OUTPUTS, owner)
+    check_choice(cost, "cost", COSTS, owner)
+    if cost == "cross_entropy" and output not in ("softmax", "sigmoid"):
+        raise ValueError(
+            f"cost='cross_entropy' needs output='softmax' (categorical) or "
+            f"output='sigmoid' (per-unit binary); got output={output!r}. Use "
+            "cost='quadratic' with this output."
+        )
+    if output == "softmax" and sizes[-1] < 2:
+        raise ValueError(
+            "output='softmax' needs at least 2 output neurons (a softmax over one "
+            "neuron is always 1); use output='sigmoid' for a single output."
+        )
+    return [int(n) for n in sizes]

@@ -1,0 +1,58 @@
+"""The hot path: Numba kernels implementing the per-index backpropagation formulas.
+
+Every kernel takes C-contiguous arrays of one float dtype, writes into ``out`` buffers the
+caller owns, and neither validates nor allocates: :mod:`fastbp.network` does that before
+the first call. Each output element is written by exactly one thread and its sums run
+in a fixed order, so any thread count gives bitwise-identical results.
+
+Layout: ``A[l]`` holds the activations of a minibatch row by row, shape
+``(batch, n_l)``; ``W[l]`` has shape ``(n_l, n_{l-1})`` so ``W[l][j, k]`` is
+:math:`w^l_{jk}`; ``j`` indexes a neuron of layer ``l`` and ``k`` one of layer ``l-1``.
+Only the first ``m`` rows of a workspace are used, so one set of workspaces sized for the
+largest minibatch also serves the last, partial one.
+"""
+
+from .codes import (
+    ACTIVATION_CODES,
+    COST_CODES,
+    CROSS_ENTROPY,
+    IDENTITY,
+    QUADRATIC,
+    RELU,
+    SIGMOID,
+    SOFTMAX,
+    TANH,
+)
+from .drivers import forward_pass, gradients, sample_costs, train_epoch
+from .layers import (
+    backward_delta,
+    cost_per_sample,
+    forward_layer,
+    gather_rows,
+    output_delta,
+    sgd_update,
+    weight_gradients,
+)
+
+__all__ = [
+    "ACTIVATION_CODES",
+    "COST_CODES",
+    "CROSS_ENTROPY",
+    "IDENTITY",
+    "QUADRATIC",
+    "RELU",
+    "SIGMOID",
+    "SOFTMAX",
+    "TANH",
+    "backward_delta",
+    "cost_per_sample",
+    "forward_layer",
+    "forward_pass",
+    "gather_rows",
+    "gradients",
+    "output_delta",
+    "sample_costs",
+    "sgd_update",
+    "train_epoch",
+    "weight_gradients",
+]

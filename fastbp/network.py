@@ -1,0 +1,437 @@
+"""The Network: parameters, workspaces and validation around the kernels.
+
+Data flows one way: user arrays -> validation (:mod:`fastbp._validation`) -> workspaces
+allocated once per call -> kernels (:mod:`fastbp.kernels`) -> results.
+"""
+
+import math
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _validation as v
+from . import kernels
+from ._config import launch_lock
+
+#: Rows fed forward at once by forward/cost/evaluate/predict: bounds their memory.
+CHUNK = 4096
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training cost became NaN or infinite; the parameters were restored."""
+
+    def __init__(self, message, epoch, history):
+        super().__init__(message)
+        self.epoch = epoch
+        self.history = history
+
+
+@dataclass
+class History:
+    """Per-epoch record of a :meth:`Network.fit` run.
+
+    Attributes
+    ----------
+    train_cost : list of float
+        Mean training cost of each epoch, each example's cost measured in the forward
+        pass of its minibatch, before that minibatch's step (as Keras and
+        scikit-learn's ``loss_curve_`` report it).
+    val_cost, val_accuracy : list of float
+        Cost and accuracy on ``validation_data`` after each epoch (empty without it).
+    """
+
+    train_cost: list = field(default_factory=list)
+    val_cost: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+
+    @property
+    def epochs(self):
+        """Number of completed epochs."""
+        return len(self.train_cost)
+
+    def __len__(self):
+        return self.epochs
+
+    def as_dict(self):
+        """The record as a dict of lists."""
+        return {
+            "train_cost": list(self.train_cost),
+            "val_cost": list(self.val_cost),
+            "val_accuracy": list(self.val_accuracy),
+        }
+
+
+class Network:
+    """A fully-connected feed-forward network trained by backpropagation.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Neurons per layer, input layer first: ``[784, 30, 10]`` has 784 inputs, one
+        hidden layer of 30 and 10 outputs.
+    hidden : {"sigmoid", "relu", "tanh", "identity"}, default "sigmoid"
+        Activation σ of every hidden layer.
+    output : {"sigmoid", "softmax", "relu", "tanh", "identity"}, default "sigmoid"
+        Activation of the output layer.
+    cost : {"quadratic", "cross_entropy"}, default "quadratic"
+        C_x = ½ Σ_j (a_j - y_j)², or the cross-entropy: categorical with a softmax output,
+        per-unit binary with a sigmoid output (other outputs take "quadratic" only).
+    dtype : {"float64", "float32"}, default "float64"
+        Precision of the parameters and of every computation in the kernels.
+    seed : int or None
+        Seeds the weight initialisation and, when ``fit`` gets no seed of its own, the
+        shuffling: the same seed and the same calls give bitwise-identical results.
+
+    Attributes
+    ----------
+    weights : list of ndarray
+        ``weights[i]`` has shape ``(sizes[i + 1], sizes[i])``; ``weights[i][j, k]`` is
+        w_jk, from neuron k of layer i to neuron j of layer i + 1. The live parameters:
+        training updates these arrays in place.
+    biases : list of ndarray
+        ``biases[i]`` has shape ``(sizes[i + 1],)``.
+
+    Notes
+    -----
+    Initialisation: w_jk ~ N(0, g / n_in) with n_in the number of inputs of the layer,
+    g = 2 for ReLU layers (He et al.) and g = 1 otherwise (LeCun; Nielsen's improved
+    initialisation for sigmoid layers); biases start at zero.
+
+    Examples
+    --------
+    >>> import numpy as np, fastbp
+    >>> net = fastbp.Network([2, 3, 1], seed=0)
+    >>> net.forward(np.array([[0.5, -1.0]])).shape
+    (1, 1)
+    """
+
+    def __init__(
+        self, sizes, hidden="sigmoid", output="sigmoid", cost="quadratic",
+        dtype="float64", seed=None,
+    ):
+        self.sizes = v.check_architecture(sizes, hidden, output, cost)
+        self.hidden, self.output, self.cost_name = hidden, output, cost
+        self.dtype = v.check_dtype(dtype, "Network")
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self.weights, self.biases = [], []
+        for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            act = output if i == len(self.sizes) - 2 else hidden
+            gain = 2.0 if act == "relu" else 1.0
+            w = self._rng.standard_normal((n_out, n_in)) * math.sqrt(gain / n_in)
+            self.weights.append(np.ascontiguousarray(w, dtype=self.dtype))
+            self.biases.append(np.zeros(n_out, dtype=self.dtype))
+        self.history = History()
+
+    # --- descriptive ------------------------------------------------------------------
+
+    @property
+    def n_inputs(self):
+        return self.sizes[0]
+
+    @property
+    def n_outputs(self):
+        return self.sizes[-1]
+
+    def __repr__(self):
+        return (
+            f"Network({self.sizes}, hidden={self.hidden!r}, output={self.output!r}, "
+            f"cost={self.cost_name!r}, dtype={self.dtype!r})"
+        )
+
+    def _codes(self):
+        return (
+            kernels.ACTIVATION_CODES[self.hidden],
+            kernels.ACTIVATION_CODES[self.output],
+            kernels.COST_CODES[self.cost_name],
+        )
+
+    def _params(self):
+        """The parameters as tuples for the kernels, after checking they still fit."""
+        for name, arrays, shapes in (
+            ("weights", self.weights, [(o, i) for i, o in zip(self.sizes, self.sizes[1:])]),
+            ("biases", self.biases, [(o,) for o in self.sizes[1:]]),
+        ):
+            if len(arrays) != len(shapes):
+                raise ValueError(f"Network.{name} must hold {len(shapes)} arrays.")
+            for i, (a, shape) in enumerate(zip(arrays, shapes)):
+                if not (
+                    isinstance(a, np.ndarray) and a.shape == shape
+                    and a.dtype == self.dtype and a.flags.c_contiguous
+                    and a.flags.writeable
+                ):
+                    raise ValueError(
+                        f"Network.{name}[{i}] must be a writeable C-contiguous "
+                        f"{self.dtype} array of shape {shape}."
+                    )
+        return tuple(self.weights), tuple(self.biases)
+
+    def _workspaces(self, batch):
+        """Zs, As[1:], Ds for ``batch`` rows, one array per layer."""
+        make = lambda: tuple(np.empty((batch, n), self.dtype) for n in self.sizes[1:])  # noqa: E731
+        return make(), make(), make()
+
+    def _check_X(self, X):
+        return v.check_X(X, self.n_inputs, self.dtype)
+
+    def _check_XY(self, X, Y):
+        X = self._check_X(X)
+        Y, labels = v.check_Y(Y, X.shape[0], self.n_outputs, self.dtype)
+        return X, Y, labels
+
+    # --- inference --------------------------------------------------------------------
+
+    def _sweep(self, X, Y=None):
+        """Feed X forward in chunks; return the outputs and the summed cost (if Y)."""
+        Ws, bs = self._params()
+        hidden, output, cost = self._codes()
+        n = X.shape[0]
+        batch = min(n, CHUNK)
+        Zs, As, _ = self._workspaces(batch)
+        out = np.empty((n, self.n_outputs), self.dtype)
+        costs = np.empty(batch, self.dtype)
+        total = 0.0
+        for start in range(0, n, batch):
+            m = min(batch, n - start)
+            chunk = (X[start:start + m],) + As
+            with launch_lock():
+                kernels.forward_pass(Ws, bs, hidden, output, m, Zs, chunk)
+                if Y is not None:
+                    kernels.sample_costs(Ws, Y[start:start + m], output, cost, m, Zs, chunk, costs)
+            out[start:start + m] = As[-1][:m]
+            if Y is not None:
+                total += float(np.sum(costs[:m], dtype=np.float64))
+        return out, total
+
+    def forward(self, X):
+        """Output activations a^L for each row of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_outputs), of the network's dtype.
+        """
+        return self._sweep(self._check_X(X))[0]
+
+    def cost(self, X, Y):
+        """Mean cost over the examples: (1/n) Σ_x C_x.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+        Y : integer class labels of shape (n_samples,), or float targets of shape
+            (n_samples, n_outputs).
+
+        Returns
+        -------
+        float
+        """
+        X, Y, _ = self._check_XY(X, Y)
+        return self._sweep(X, Y)[1] / X.shape[0]
+
+    def predict(self, X):
+        """Class indices: argmax of the outputs, or output >= 0.5 for a single output."""
+        return self._classes(self.forward(X))
+
+    def _classes(self, out):
+        if out.shape[1] == 1:
+            return (out[:, 0] >= 0.5).astype(np.int64)
+        return np.argmax(out, axis=1)
+
+    def _accuracy(self, out, Y, labels):
+        truth = labels if labels is not None else self._classes(Y)
+        return float(np.mean(self._classes(out) == truth))
+
+    def evaluate(self, X, Y):
+        """Mean cost and accuracy on (X, Y) in one forward pass.
+
+        For float targets the true class is the argmax of each row of Y (or Y >= 0.5
+        for a single output).
+
+        Returns
+        -------
+        dict with keys "cost" and "accuracy".
+        """
+        X, Y, labels = self._check_XY(X, Y)
+        out, total = self._sweep(X, Y)
+        return {"cost": total / X.shape[0], "accuracy": self._accuracy(out, Y, labels)}
+
+    # --- gradients --------------------------------------------------------------------
+
+    def gradients(self, X, Y):
+        """∂C/∂w and ∂C/∂b of the mean cost over (X, Y), by backpropagation.
+
+        BP1 gives δ^L at the output, BP2 carries it back, δ^{l-1}_k =
+        (Σ_j w^l_jk δ^l_j) σ'(z^{l-1}_k), and BP3/BP4 give ∂C/∂b^l_j = δ^l_j and
+        ∂C/∂w^l_jk = a^{l-1}_k δ^l_j, averaged over the examples.
+
+        Returns
+        -------
+        grad_weights, grad_biases : lists of new arrays shaped like ``weights`` and
+            ``biases``.
+        """
+        X, Y, _ = self._check_XY(X, Y)
+        Ws, bs = self._params()
+        hidden, output, cost = self._codes()
+        n = X.shape[0]
+        Zs, As, Ds = self._workspaces(n)
+        gWs = tuple(np.empty_like(w) for w in Ws)
+        gbs = tuple(np.empty_like(b) for b in bs)
+        with launch_lock():
+            kernels.gradients(Ws, bs, hidden, output, cost, Y, n, Zs, (X,) + As, Ds, gWs, gbs)
+        return list(gWs), list(gbs)
+
+    # --- training ---------------------------------------------------------------------
+
+    def fit(
+        self, X, Y, epochs, batch_size, lr, momentum=0.0, weight_decay=0.0, shuffle=True,
+        seed=None, validation_data=None, callbacks=None, progress=None,
+    ):
+        """Train by minibatch stochastic gradient descent.
+
+        Each epoch shuffles the examples (when ``shuffle``), splits them into minibatches
+        of ``batch_size`` (the last, partial one kept) and makes one step per minibatch
+        with the gradient of that minibatch's mean cost:
+        w := w - η (∂C/∂w + λ w) and b := b - η ∂C/∂b, η = ``lr``, λ = ``weight_decay``.
+        With ``momentum`` μ: v := μ v - η g, p := p + v, velocities starting at zero
+        on each call.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+        Y : integer class labels (n_samples,) or float targets (n_samples, n_outputs).
+        epochs : int >= 0
+        batch_size : int >= 1 (larger than n_samples means full-batch descent).
+        lr : float > 0, the learning rate η.
+        momentum : float in [0, 1).
+        weight_decay : float >= 0, L2 decay λ of the weights (not the biases) per step;
+            Nielsen's regularisation parameter λ_N over n examples is λ = λ_N / n.
+        shuffle : bool, reshuffle the examples every epoch.
+        seed : int or None; seeds the shuffling. None continues the network's own
+            generator (itself seeded by ``Network(seed=...)``).
+        validation_data : (X_val, Y_val) or None; evaluated after every epoch.
+        callbacks : list of callables ``f(net, history)``, called after every epoch;
+            a callback that returns True stops training after that epoch.
+        progress : bool or None; show a tqdm bar (None: when stderr is a terminal).
+
+        Returns
+        -------
+        History
+            Also kept as ``net.history``, which holds the epochs completed so far even
+            when fit is interrupted.
+
+        Raises
+        ------
+        TrainingDivergedError
+            When the training cost turns NaN or infinite. The parameters are restored
+            to those after the last finite epoch.
+        """
+        owner = "Network.fit"
+        X, Y, _ = self._check_XY(X, Y)
+        epochs = v.check_int(epochs, "epochs", 0, owner)
+        batch_size = v.check_int(batch_size, "batch_size", 1, owner)
+        lr = v.check_float(lr, "lr", owner, low_open=True)
+        momentum = v.check_float(momentum, "momentum", owner, high=1.0)
+        weight_decay = v.check_float(weight_decay, "weight_decay", owner)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise ValueError(
+                f"The 'shuffle' parameter of {owner} must be an instance of 'bool'. "
+                f"Got {shuffle!r} instead."
+            )
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError(
+                    f"The 'validation_data' parameter of {owner} must be a pair "
+                    f"(X_val, Y_val). Got {type(validation_data).__name__} instead."
+                )
+            X_val, Y_val, labels_val = self._check_XY(*validation_data)
+        callbacks = list(callbacks or [])
+        for cb in callbacks:
+            if not callable(cb):
+                raise ValueError(f"Each callback of {owner} must be callable; got {cb!r}.")
+        Ws, bs = self._params()
+        hidden, output, cost = self._codes()
+
+        rng = np.random.default_rng(seed) if seed is not None else self._rng
+        n = X.shape[0]
+        batch = min(batch_size, n)
+        real = np.dtype(self.dtype).type
+        Zs, As, Ds = self._workspaces(batch)
+        As = (np.empty((batch, self.n_inputs), self.dtype),) + As
+        gWs = tuple(np.empty_like(w) for w in Ws)
+        gbs = tuple(np.empty_like(b) for b in bs)
+        if momentum > 0:
+            Vws = tuple(np.zeros_like(w) for w in Ws)
+            Vbs = tuple(np.zeros_like(b) for b in bs)
+        else:  # never read when momentum is zero
+            Vws = tuple(np.empty((0, 0), self.dtype) for _ in Ws)
+            Vbs = tuple(np.empty(0, self.dtype) for _ in bs)
+        Yb = np.empty((batch, self.n_outputs), self.dtype)
+        costs = np.empty(batch, self.dtype)
+        order = np.arange(n, dtype=np.int64)
+        snapshot = [np.empty_like(p) for p in Ws + bs]
+
+        history = self.history = History()
+        if progress is None:
+            progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=epochs, unit="epoch", desc="fit", leave=True)
+        try:
+            for epoch in range(1, epochs + 1):
+                if shuffle:
+                    order = rng.permutation(n).astype(np.int64, copy=False)
+                for p, s in zip(Ws + bs, snapshot):
+                    np.copyto(s, p)
+                with launch_lock():
+                    total = kernels.train_epoch(
+                        X, Y, order, batch, Ws, bs, Vws, Vbs, real(lr), real(momentum),
+                        real(weight_decay), hidden, output, cost, Zs, As, Ds, gWs, gbs,
+                        Yb, costs,
+                    )
+                train_cost = total / n
+                if not math.isfinite(train_cost):
+                    for p, s in zip(Ws + bs, snapshot):
+                        np.copyto(p, s)
+                    raise TrainingDivergedError(
+                        f"Training diverged: the training cost became {train_cost} in "
+                        f"epoch {epoch}. The parameters were restored to those after "
+                        f"epoch {epoch - 1}. Try a lower learning rate (lr={lr:g} now)"
+                        + (", a lower momentum" if momentum else "")
+                        + ", or inputs scaled to a small range.",
+                        epoch, history,
+                    )
+                history.train_cost.append(train_cost)
+                if validation_data is not None:
+                    out, vtotal = self._sweep(X_val, Y_val)
+                    history.val_cost.append(vtotal / X_val.shape[0])
+                    history.val_accuracy.append(self._accuracy(out, Y_val, labels_val))
+                if bar is not None:
+                    post = {"cost": f"{train_cost:.4g}"}
+                    if history.val_accuracy:
+                        post["val_acc"] = f"{history.val_accuracy[-1]:.4f}"
+                    bar.set_postfix(post, refresh=False)
+                    bar.update(1)
+                stop = False
+                for cb in callbacks:
+                    stop = (cb(self, history) is True) or stop
+                if stop:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        return history
+
+    # --- persistence ------------------------------------------------------------------
+
+    def save(self, path):
+        """Save the architecture and parameters to ``path`` (.npz; see :func:`fastbp.load`)."""
+        from .io import save
+
+        save(self, path)
