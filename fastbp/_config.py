@@ -8,27 +8,61 @@ optimised away). Re-association only changes the order of a sum *within* one out
 element, and that order is the same whatever the thread count, so results stay
 bitwise reproducible.
 
-``CACHE`` turns on Numba's on-disk cache of compiled kernels. Numba writes it beside the
-sources when that directory is writable and otherwise under the user's cache directory;
-``NUMBA_CACHE_DIR`` overrides both.
+``CACHE`` turns on Numba's on-disk cache of compiled kernels (set ``FASTBP_DISABLE_CACHE=1``
+to turn it off). Numba checks a cached kernel only against its own source file, not
+against the kernels it calls or these flags, so a kernel compiled before an edit elsewhere
+could be reused stale. fastbp therefore keeps its cache in a directory named after a hash
+of every kernel source file, this file and the Numba version (:func:`kernel_cache_dir`),
+under ``$NUMBA_CACHE_DIR`` when that is set and the user's cache directory otherwise.
+Where that directory cannot be written, Numba falls back to ``__pycache__`` beside the
+sources and then to its own user-wide directory; where none is writable, kernels are
+compiled in memory on first use.
 """
 
+import contextlib
+import hashlib
 import os
+import threading
+from pathlib import Path
+
+import numba
 
 FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
 CACHE = os.environ.get("FASTBP_DISABLE_CACHE", "") in ("", "0")
 
+#: Keyword arguments of every serial kernel and driver. ``error_model="numpy"``: a
+#: division by zero gives inf or NaN as in NumPy (kernels never raise).
+SERIAL = dict(fastmath=set(FASTMATH_FLAGS), cache=CACHE, nogil=True, error_model="numpy")
 #: Keyword arguments of every parallel kernel.
-PARALLEL = dict(parallel=True, fastmath=set(FASTMATH_FLAGS), cache=CACHE, nogil=True)
-#: Keyword arguments of every serial kernel and driver.
-SERIAL = dict(fastmath=set(FASTMATH_FLAGS), cache=CACHE, nogil=True)
+PARALLEL = dict(SERIAL, parallel=True)
 
 
-import contextlib  # noqa: E402
-import threading  # noqa: E402
+def kernel_cache_dir():
+    """The directory for Numba's cache of fastbp's kernels (see the module docstring)."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256(numba.__version__.encode())
+    for path in [here / "_config.py", *sorted((here / "kernels").glob("*.py"))]:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    root = os.environ.get("NUMBA_CACHE_DIR")
+    if root:
+        base = Path(root)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = (Path(xdg) if xdg else Path.home() / ".cache") / "fastbp"
+    return base / f"kernels-{digest.hexdigest()[:16]}"
 
-import numba  # noqa: E402
+
+@contextlib.contextmanager
+def kernel_cache():
+    """Point Numba's cache at :func:`kernel_cache_dir` while kernels are defined."""
+    previous = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = str(kernel_cache_dir())
+    try:
+        yield
+    finally:
+        numba.config.CACHE_DIR = previous
 
 _launch_lock = threading.RLock()
 

@@ -49,7 +49,9 @@ import numpy as np
 __all__ = [
     "CHECKSUMS",
     "DATASETS",
+    "DATA_ENV",
     "DEBIAN_FASHION_MNIST_DIR",
+    "IDX_FILES",
     "MIRRORS",
     "ChecksumError",
     "Dataset",
@@ -241,7 +243,6 @@ def load(name, *, data_home=None, download=True, dtype="float64"):
         if not download:
             raise FileNotFoundError(_not_found_message(name, data_home))
         directory = _download(
-            name,
             _download_dir(name, data_home),
             MIRRORS[name],
             CHECKSUMS[name],
@@ -317,7 +318,9 @@ def read_idx(path):
     path = Path(path)
     data = _read_maybe_gzip(path)
     if len(data) < 4:
-        raise ValueError(f"{path}: truncated or corrupt IDX file: {len(data)} bytes, no header")
+        raise ValueError(
+            f"{path}: truncated or corrupt IDX file: {len(data)} bytes, no header"
+        )
     zero, type_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0:
         raise ValueError(
@@ -398,7 +401,6 @@ def download(name, dest_dir, mirrors=None, hashes=None, *, timeout=60.0):
     """
     _check_name(name, allowed=_IDX_DATASETS)
     return _download(
-        name,
         Path(dest_dir),
         MIRRORS[name] if mirrors is None else mirrors,
         CHECKSUMS[name] if hashes is None else hashes,
@@ -416,11 +418,13 @@ def _check_name(name, allowed=DATASETS):
 
 
 def _check_dtype(dtype):
+    # np.dtype(None) means float64, and a dtype compares equal to None, so None is
+    # rejected explicitly.
     try:
-        resolved = None if dtype is None else np.dtype(dtype)
+        resolved = np.dtype(dtype) if dtype is not None else None
     except TypeError:
         resolved = None
-    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
+    if resolved is None or resolved.name not in ("float32", "float64"):
         raise ValueError(f"unsupported dtype {dtype!r}; use 'float32' or 'float64'")
     return resolved
 
@@ -499,7 +503,8 @@ def _not_found_message(name, data_home):
         )
     ways += [
         f"put the four files in ${DATA_ENV} or ${DATA_ENV}/{name}/ (or pass data_home=)",
-        f"call load({name!r}, download=True) to download them into {_download_dir(name, data_home)}",
+        f"call load({name!r}, download=True) to download them into "
+        f"{_download_dir(name, data_home)}",
     ]
     hints = "\n".join(f"  - {way}" for way in ways)
     return (
@@ -521,11 +526,11 @@ def _read_maybe_gzip(path):
 
 def _check_images(path, images):
     if images.dtype != np.uint8:
-        raise ValueError(f"{path}: images must be unsigned bytes (IDX type 0x08), got {images.dtype}")
-    if images.ndim != 3 or images.shape[1:] != _IMAGE_SHAPE:
         raise ValueError(
-            f"{path}: images must have shape (n, 28, 28), got {images.shape}"
+            f"{path}: images must be unsigned bytes (IDX type 0x08), got {images.dtype}"
         )
+    if images.ndim != 3 or images.shape[1:] != _IMAGE_SHAPE:
+        raise ValueError(f"{path}: images must have shape (n, 28, 28), got {images.shape}")
 
 
 def _check_labels(path, labels, n_images, images_path):
@@ -564,16 +569,20 @@ def _expected_digests(hashes, filename):
     try:
         entry = hashes[filename]
     except KeyError:
-        raise ValueError(f"no checksum given for {filename}; every download is verified") from None
+        raise ValueError(
+            f"no checksum given for {filename}; every download is verified"
+        ) from None
     if isinstance(entry, str):
         entry = {"sha256": entry}
     if not isinstance(entry, Mapping) or not entry:
-        raise ValueError(f"checksum for {filename} must be a SHA-256 hex string or a non-empty mapping")
+        raise ValueError(
+            f"checksum for {filename} must be a SHA-256 hex string or a non-empty mapping"
+        )
     digests = {}
     for algorithm, digest in entry.items():
         if algorithm not in hashlib.algorithms_available:
             raise ValueError(f"unknown hash algorithm {algorithm!r} for {filename}")
-        digests[algorithm] = digest.lower()
+        digests[algorithm] = str(digest).lower()
     return digests
 
 
@@ -601,16 +610,18 @@ def _file_matches(path, digests):
     return not _mismatches(hashers, digests)
 
 
-def _download(name, dest_dir, mirrors, hashes, *, timeout):
+def _download(dest_dir, mirrors, hashes, *, timeout):
     dest_dir = Path(dest_dir)
     if isinstance(mirrors, str):
         mirrors = [mirrors]
     if not mirrors:
         raise ValueError("no mirror to download from")
+    # Every checksum is checked up front so that a bad table downloads nothing.
+    expected = {f"{stem}.gz": None for stem in IDX_FILES}
+    for filename in expected:
+        expected[filename] = _expected_digests(hashes, filename)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    for stem in IDX_FILES:
-        filename = f"{stem}.gz"
-        digests = _expected_digests(hashes, filename)
+    for filename, digests in expected.items():
         target = dest_dir / filename
         if target.is_file() and _file_matches(target, digests):
             continue
@@ -637,7 +648,9 @@ def _fetch(filename, target, mirrors: Sequence[str], digests, timeout):
             last_error = exc
     error = ChecksumError if checksum_failed else DownloadError
     tried = "\n".join(f"  - {failure}" for failure in failures)
-    raise error(f"could not download {filename} into {target.parent}:\n{tried}") from last_error
+    raise error(
+        f"could not download {filename} into {target.parent}:\n{tried}"
+    ) from last_error
 
 
 def _fetch_one(url, target, digests, timeout):
@@ -660,6 +673,8 @@ def _fetch_one(url, target, digests, timeout):
                 for algorithm, expected, actual in mismatches
             )
             raise ChecksumError(f"checksum mismatch for {target.name}: {detail}")
+        # NamedTemporaryFile creates the file readable by its owner only.
+        os.chmod(tmp.name, 0o644)
         os.replace(tmp.name, target)
     except BaseException:
         Path(tmp.name).unlink(missing_ok=True)

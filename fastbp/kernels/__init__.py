@@ -12,27 +12,31 @@ Only the first ``m`` rows of a workspace are used, so one set of workspaces size
 largest minibatch also serves the last, partial one.
 """
 
-from .codes import (
-    ACTIVATION_CODES,
-    COST_CODES,
-    CROSS_ENTROPY,
-    IDENTITY,
-    QUADRATIC,
-    RELU,
-    SIGMOID,
-    SOFTMAX,
-    TANH,
-)
-from .drivers import forward_pass, gradients, sample_costs, train_epoch
-from .layers import (
-    backward_delta,
-    cost_per_sample,
-    forward_layer,
-    gather_rows,
-    output_delta,
-    sgd_update,
-    weight_gradients,
-)
+from .._config import kernel_cache
+
+# Numba fixes a kernel's cache location when it is decorated.
+with kernel_cache():
+    from .codes import (
+        ACTIVATION_CODES,
+        COST_CODES,
+        CROSS_ENTROPY,
+        IDENTITY,
+        QUADRATIC,
+        RELU,
+        SIGMOID,
+        SOFTMAX,
+        TANH,
+    )
+    from .drivers import forward_pass, gradients, sample_costs, train_epoch
+    from .layers import (
+        backward_delta,
+        cost_per_sample,
+        forward_layer,
+        gather_rows,
+        output_delta,
+        sgd_update,
+        weight_gradients,
+    )
 
 __all__ = [
     "ACTIVATION_CODES",

@@ -95,9 +95,9 @@ def train_epoch(
         backward_pass(Ws, hidden, output, cost, Yb, m, Zs, As, Ds, gWs, gbs)
         for l in range(L):
             sgd_update(Ws[l], gWs[l], Vws[l], lr, momentum, decay)
-            n = bs[l].shape[0]
+            n_l = bs[l].shape[0]
             sgd_update(
-                bs[l].reshape((1, n)), gbs[l].reshape((1, n)), Vbs[l].reshape((1, -1)),
+                bs[l].reshape((1, n_l)), gbs[l].reshape((1, n_l)), Vbs[l].reshape((1, -1)),
                 lr, momentum, no_decay,
             )
     return total
