@@ -123,6 +123,7 @@ class Network:
             self.weights.append(np.ascontiguousarray(w, dtype=self.dtype))
             self.biases.append(np.zeros(n_out, dtype=self.dtype))
         self.history = History()
+        self._velocities = None  # momentum state, kept across fit calls
 
     # --- descriptive ------------------------------------------------------------------
 
@@ -297,8 +298,9 @@ class Network:
         of ``batch_size`` (the last, partial one kept) and makes one step per minibatch
         with the gradient of that minibatch's mean cost:
         w := w - η (∂C/∂w + λ w) and b := b - η ∂C/∂b, η = ``lr``, λ = ``weight_decay``.
-        With ``momentum`` μ: v := μ v - η g, p := p + v, velocities starting at zero
-        on each call.
+        With ``momentum`` μ: v := μ v - η g, p := p + v. The velocities v start at zero
+        and are kept across calls (as an optimiser's state is), so a second ``fit`` goes
+        on where the first stopped; :meth:`reset_momentum` zeroes them.
 
         Parameters
         ----------
@@ -365,15 +367,19 @@ class Network:
         gWs = tuple(np.empty_like(w) for w in Ws)
         gbs = tuple(np.empty_like(b) for b in bs)
         if momentum > 0:
-            Vws = tuple(np.zeros_like(w) for w in Ws)
-            Vbs = tuple(np.zeros_like(b) for b in bs)
+            if self._velocities is None:
+                self._velocities = (
+                    tuple(np.zeros_like(w) for w in Ws), tuple(np.zeros_like(b) for b in bs)
+                )
+            Vws, Vbs = self._velocities
         else:  # never read when momentum is zero
             Vws = tuple(np.empty((0, 0), self.dtype) for _ in Ws)
             Vbs = tuple(np.empty(0, self.dtype) for _ in bs)
         Yb = np.empty((batch, self.n_outputs), self.dtype)
         costs = np.empty(batch, self.dtype)
         order = np.arange(n, dtype=np.int64)
-        snapshot = [np.empty_like(p) for p in Ws + bs]
+        state = Ws + bs + (Vws + Vbs if momentum > 0 else ())  # restored on divergence
+        snapshot = [np.empty_like(p) for p in state]
 
         history = self.history = History()
         if progress is None:
@@ -387,7 +393,7 @@ class Network:
             for epoch in range(1, epochs + 1):
                 if shuffle:
                     order = rng.permutation(n).astype(np.int64, copy=False)
-                for p, s in zip(Ws + bs, snapshot):
+                for p, s in zip(state, snapshot):
                     np.copyto(s, p)
                 with launch_lock():
                     total = kernels.train_epoch(
@@ -397,7 +403,7 @@ class Network:
                     )
                 train_cost = total / n
                 if not math.isfinite(train_cost):
-                    for p, s in zip(Ws + bs, snapshot):
+                    for p, s in zip(state, snapshot):
                         np.copyto(p, s)
                     raise TrainingDivergedError(
                         f"Training diverged: the training cost became {train_cost} in "
@@ -427,6 +433,10 @@ class Network:
             if bar is not None:
                 bar.close()
         return history
+
+    def reset_momentum(self):
+        """Forget the momentum velocities kept from earlier ``fit`` calls."""
+        self._velocities = None
 
     # --- persistence ------------------------------------------------------------------
 
