@@ -20,11 +20,13 @@ compiled in memory on first use.
 """
 
 import contextlib
+import functools
 import hashlib
 import os
 import threading
 from pathlib import Path
 
+import filelock
 import numba
 
 FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
@@ -38,6 +40,7 @@ SERIAL = dict(fastmath=set(FASTMATH_FLAGS), cache=CACHE, nogil=True, error_model
 PARALLEL = dict(SERIAL, parallel=True)
 
 
+@functools.lru_cache(maxsize=None)
 def kernel_cache_dir():
     """The directory for Numba's cache of fastbp's kernels (see the module docstring)."""
     here = Path(__file__).resolve().parent
@@ -98,15 +101,50 @@ def threads(n):
         numba.set_num_threads(previous)
 
 
-def launch_lock():
-    """A lock to hold around a kernel launch when the threading layer needs it.
+_compiled = set()
 
-    Numba's ``workqueue`` layer aborts the process when two Python threads launch
-    parallel kernels at once; ``omp`` and ``tbb`` are safe. Until the first launch has
-    chosen a layer, the lock is held to be safe.
+
+@contextlib.contextmanager
+def launch(key):
+    """Hold what a kernel launch needs: the compile lock on first use, the launch lock.
+
+    Numba's on-disk cache is not safe when two processes compile and save the same
+    kernels at once (one process's index can end up pointing at the other's machine
+    code, which crashes). So the first launch of each ``key`` (driver, depth, dtype) in
+    a process holds an inter-process file lock in the cache directory while Numba loads
+    or compiles and saves; later launches skip it.
+
+    Numba's ``workqueue`` threading layer aborts the process when two Python threads
+    launch parallel kernels at once (``omp`` and ``tbb`` are safe); under it, and until
+    the first launch has chosen a layer, launches are serialised.
     """
+    with contextlib.ExitStack() as stack:
+        if key not in _compiled:
+            stack.enter_context(_launch_lock)
+            if CACHE:
+                lock = _file_lock()
+                if lock is not None:
+                    stack.callback(lock.release)
+        elif _layer() in ("workqueue", None):
+            stack.enter_context(_launch_lock)
+        yield
+        _compiled.add(key)
+
+
+def _layer():
     try:
-        layer = numba.threading_layer()
+        return numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet
-        return _launch_lock
-    return _launch_lock if layer == "workqueue" else contextlib.nullcontext()
+        return None
+
+
+def _file_lock():
+    """The inter-process compile lock, acquired; None where the cache is unwritable."""
+    path = kernel_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(path / ".compile.lock")
+        lock.acquire()
+    except OSError:  # Numba cannot write its cache there either
+        return None
+    return lock
