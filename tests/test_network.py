@@ -1,0 +1,207 @@
+"""The Network API: training, prediction, persistence, determinism, and a real task."""
+
+import numba
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import reference as R
+from fastbp.datasets import load
+
+
+def _data(n=40, n_in=5, n_out=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 1, (n, n_in))
+    y = np.argmax(X @ rng.normal(0, 1, (n_in, n_out)), axis=1)  # a learnable rule
+    return X, y
+
+
+def test_shapes_and_dtypes():
+    net = fastbp.Network([5, 4, 3], dtype="float32", seed=0)
+    assert [w.shape for w in net.weights] == [(4, 5), (3, 4)]
+    assert [b.shape for b in net.biases] == [(4,), (3,)]
+    assert all(p.dtype == np.float32 for p in net.weights + net.biases)
+    X, y = _data()
+    assert net.forward(X).shape == (40, 3)
+    assert net.forward(X).dtype == np.float32
+    assert net.predict(X).shape == (40,)
+    res = net.evaluate(X, y)
+    assert set(res) == {"cost", "accuracy"}
+    assert 0 <= res["accuracy"] <= 1
+
+
+def test_initialisation_is_seeded_and_scaled():
+    a = fastbp.Network([400, 300, 10], hidden="relu", seed=3)
+    b = fastbp.Network([400, 300, 10], hidden="relu", seed=3)
+    c = fastbp.Network([400, 300, 10], hidden="relu", seed=4)
+    assert all(np.array_equal(p, q) for p, q in zip(a.weights, b.weights))
+    assert not np.array_equal(a.weights[0], c.weights[0])
+    # He for ReLU layers: std sqrt(2/400); LeCun for the sigmoid output: std sqrt(1/300)
+    assert a.weights[0].std() == pytest.approx(np.sqrt(2 / 400), rel=0.02)
+    assert a.weights[1].std() == pytest.approx(np.sqrt(1 / 300), rel=0.05)
+    assert all(not b.any() for b in a.biases)
+
+
+def test_labels_and_one_hot_targets_are_the_same():
+    X, y = _data()
+    net = fastbp.Network([5, 4, 3], output="softmax", cost="cross_entropy", seed=0)
+    Y = np.eye(3)[y]
+    assert net.cost(X, y) == net.cost(X, Y)
+    g1, g2 = net.gradients(X, y), net.gradients(X, Y)
+    assert all(np.array_equal(a, b) for a, b in zip(g1[0] + g1[1], g2[0] + g2[1]))
+
+
+def test_single_output_labels_and_threshold():
+    X, _ = _data(n_out=2)
+    y = (X[:, 0] > 0).astype(int)
+    net = fastbp.Network([5, 8, 1], output="sigmoid", cost="cross_entropy", seed=0)
+    net.fit(X, y, epochs=200, batch_size=8, lr=0.5, seed=0)
+    out = net.forward(X)[:, 0]
+    assert np.array_equal(net.predict(X), (out >= 0.5).astype(int))
+    assert net.evaluate(X, y)["accuracy"] >= 0.95
+
+
+def test_predict_is_argmax_and_evaluate_matches():
+    X, y = _data()
+    net = fastbp.Network([5, 6, 3], seed=1)
+    out = net.forward(X)
+    assert np.array_equal(net.predict(X), out.argmax(axis=1))
+    res = net.evaluate(X, y)
+    assert res["accuracy"] == np.mean(out.argmax(axis=1) == y)
+    assert res["cost"] == pytest.approx(net.cost(X, y), rel=1e-15)
+
+
+def test_fit_matches_reference_over_epochs():
+    """Three shuffled epochs with momentum and decay, against the reference's SGD."""
+    X, y = _data(n=50)
+    Y = np.eye(3)[y]
+    net = fastbp.Network([5, 7, 3], hidden="tanh", output="softmax", cost="cross_entropy", seed=2)
+    W = [w.copy() for w in net.weights]
+    B = [b.copy() for b in net.biases]
+    vel = ([np.zeros_like(w) for w in W], [np.zeros_like(b) for b in B])
+    rng = np.random.default_rng(11)
+    costs = [
+        R.train_epoch(W, B, X, Y, rng.permutation(50), 16, 0.2, "tanh", "softmax",
+                      "cross_entropy", 0.9, 1e-3, vel) / 50
+        for _ in range(3)
+    ]
+    hist = net.fit(X, y, epochs=3, batch_size=16, lr=0.2, momentum=0.9, weight_decay=1e-3, seed=11)
+    np.testing.assert_allclose(hist.train_cost, costs, rtol=1e-10)
+    for p, q in zip(net.weights + net.biases, W + B):
+        np.testing.assert_allclose(p, q, rtol=1e-10)
+
+
+def test_history_validation_and_callbacks():
+    X, y = _data(n=60)
+    net = fastbp.Network([5, 6, 3], output="softmax", cost="cross_entropy", seed=0)
+    seen = []
+
+    def cb(net_, history):
+        seen.append((net_ is net, history.epochs))
+        return history.epochs == 3  # stop after the third epoch
+
+    hist = net.fit(X, y, epochs=10, batch_size=10, lr=0.1, validation_data=(X[:20], y[:20]),
+                   callbacks=[cb])
+    assert seen == [(True, 1), (True, 2), (True, 3)]
+    assert hist.epochs == 3 and len(hist.val_cost) == 3 and len(hist.val_accuracy) == 3
+    assert hist is net.history
+    assert hist.val_cost[-1] == pytest.approx(net.evaluate(X[:20], y[:20])["cost"], rel=1e-15)
+    assert hist.val_accuracy[-1] == net.evaluate(X[:20], y[:20])["accuracy"]
+    assert set(hist.as_dict()) == {"train_cost", "val_cost", "val_accuracy"}
+
+
+def test_training_cost_goes_down():
+    X, y = _data(n=200)
+    net = fastbp.Network([5, 10, 3], output="softmax", cost="cross_entropy", seed=0)
+    hist = net.fit(X, y, epochs=20, batch_size=10, lr=0.1, seed=0)
+    assert hist.train_cost[-1] < 0.8 * hist.train_cost[0]
+
+
+def test_zero_epochs_changes_nothing():
+    X, y = _data()
+    net = fastbp.Network([5, 4, 3], seed=0)
+    before = [p.copy() for p in net.weights + net.biases]
+    hist = net.fit(X, y, epochs=0, batch_size=4, lr=1.0)
+    assert hist.epochs == 0
+    assert all(np.array_equal(p, q) for p, q in zip(before, net.weights + net.biases))
+
+
+def test_batch_larger_than_data_is_full_batch():
+    X, y = _data(n=12)
+    a = fastbp.Network([5, 4, 3], seed=0)
+    b = fastbp.Network([5, 4, 3], seed=0)
+    a.fit(X, y, epochs=2, batch_size=100, lr=0.5, shuffle=False)
+    b.fit(X, y, epochs=2, batch_size=12, lr=0.5, shuffle=False)
+    assert all(np.array_equal(p, q) for p, q in zip(a.weights + a.biases, b.weights + b.biases))
+
+
+def test_seed_fixes_everything():
+    X, y = _data()
+    runs = []
+    for _ in range(2):
+        net = fastbp.Network([5, 4, 3], seed=5)
+        net.fit(X, y, epochs=3, batch_size=7, lr=0.3)  # shuffled by the network's seed
+        runs.append(net.weights + net.biases)
+    assert all(np.array_equal(p, q) for p, q in zip(*runs))
+    other = fastbp.Network([5, 4, 3], seed=5)
+    other.fit(X, y, epochs=3, batch_size=7, lr=0.3, seed=123)
+    assert not np.array_equal(other.weights[0], runs[0][0])
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("sizes,batch", [([784, 16, 16, 10], 100), ([7, 5, 3], 1), ([4, 4, 4, 1], 33)])
+def test_thread_count_changes_no_bit(sizes, batch, dtype):
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 1, (300, sizes[0]))
+    y = rng.integers(0, sizes[-1], 300)
+    results = []
+    for n_threads in (1, 2):
+        with fastbp.threads(n_threads):
+            assert numba.get_num_threads() == n_threads
+            net = fastbp.Network(sizes, hidden="relu", output="softmax" if sizes[-1] > 1 else "sigmoid",
+                                 cost="cross_entropy", dtype=dtype, seed=0)
+            grads = net.gradients(X, y)
+            net.fit(X, y, epochs=2, batch_size=batch, lr=0.05, momentum=0.9, seed=0)
+            results.append((grads[0] + grads[1], net.weights + net.biases, net.forward(X)))
+    (g1, p1, o1), (g2, p2, o2) = results
+    assert all(np.array_equal(a, b) for a, b in zip(g1, g2))
+    assert all(np.array_equal(a, b) for a, b in zip(p1, p2))
+    assert np.array_equal(o1, o2)
+
+
+def test_threads_context_restores_on_error():
+    before = numba.get_num_threads()
+    with pytest.raises(RuntimeError):
+        with fastbp.threads(1):
+            raise RuntimeError("boom")
+    assert numba.get_num_threads() == before
+    with pytest.raises(ValueError, match="number of threads"):
+        with fastbp.threads(0):
+            pass
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    X, y = _data()
+    net = fastbp.Network([5, 4, 3], hidden="tanh", output="softmax", cost="cross_entropy",
+                         dtype="float32", seed=0)
+    net.fit(X, y, epochs=2, batch_size=8, lr=0.1)
+    path = tmp_path / "model.npz"
+    net.save(path)
+    back = fastbp.load(path)
+    assert (back.sizes, back.hidden, back.output, back.cost_name, back.dtype) == (
+        [5, 4, 3], "tanh", "softmax", "cross_entropy", "float32")
+    assert all(np.array_equal(p, q) for p, q in zip(net.weights + net.biases, back.weights + back.biases))
+    assert np.array_equal(net.forward(X), back.forward(X))
+
+
+def test_digits_reaches_95_percent():
+    """64-32-10 on scikit-learn's embedded digits, seeded: at least 0.95 test accuracy."""
+    data = load("digits")
+    net = fastbp.Network([64, 32, 10], hidden="sigmoid", output="softmax",
+                         cost="cross_entropy", seed=0)
+    hist = net.fit(data.X_train, data.y_train, epochs=30, batch_size=10, lr=0.5, seed=0,
+                   validation_data=(data.X_test, data.y_test))
+    acc = net.evaluate(data.X_test, data.y_test)["accuracy"]
+    assert acc >= 0.95
+    assert hist.val_accuracy[-1] == acc
