@@ -101,50 +101,47 @@ def threads(n):
         numba.set_num_threads(previous)
 
 
-_compiled = set()
+def lock_cache_writes(dispatcher):
+    """Make Numba's cache writes for ``dispatcher`` safe against other processes.
+
+    Numba saves a compiled kernel by reading its cache index, choosing the first free
+    data-file number and writing both back, without a lock: two processes compiling
+    different signatures at once can both pick ``*.1.nbc``, leaving the index pointing
+    at the other signature's machine code, which crashes on the next load (numba
+    issues #4807 and #10128). This wraps the save in an inter-process file lock in the
+    cache directory, so each save sees the previous one's index.
+    """
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    cache_path = getattr(cache_file, "_cache_path", None)
+    if cache_path is None or not callable(getattr(cache_file, "save", None)):
+        return  # caching off, or a Numba whose cache works differently
+    if getattr(cache_file, "_fastbp_locked", False):
+        return
+    save = cache_file.save
+    lock = filelock.FileLock(os.path.join(cache_path, ".save.lock"), is_singleton=True)
+
+    def locked_save(key, data):
+        with lock:
+            save(key, data)
+
+    cache_file.save = locked_save
+    cache_file._fastbp_locked = True
 
 
 @contextlib.contextmanager
-def launch(key):
-    """Hold what a kernel launch needs: the compile lock on first use, the launch lock.
-
-    Numba's on-disk cache is not safe when two processes compile and save the same
-    kernels at once (one process's index can end up pointing at the other's machine
-    code, which crashes). So the first launch of each ``key`` (driver, depth, dtype) in
-    a process holds an inter-process file lock in the cache directory while Numba loads
-    or compiles and saves; later launches skip it.
+def launch():
+    """Hold the launch lock where the threading layer needs it.
 
     Numba's ``workqueue`` threading layer aborts the process when two Python threads
-    launch parallel kernels at once (``omp`` and ``tbb`` are safe); under it, and until
+    launch parallel kernels at once (``omp`` and ``tbb`` are safe): under it, and until
     the first launch has chosen a layer, launches are serialised.
     """
-    with contextlib.ExitStack() as stack:
-        if key not in _compiled:
-            stack.enter_context(_launch_lock)
-            if CACHE:
-                lock = _file_lock()
-                if lock is not None:
-                    stack.callback(lock.release)
-        elif _layer() in ("workqueue", None):
-            stack.enter_context(_launch_lock)
-        yield
-        _compiled.add(key)
-
-
-def _layer():
     try:
-        return numba.threading_layer()
+        layer = numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet
-        return None
-
-
-def _file_lock():
-    """The inter-process compile lock, acquired; None where the cache is unwritable."""
-    path = kernel_cache_dir()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(path / ".compile.lock")
-        lock.acquire()
-    except OSError:  # Numba cannot write its cache there either
-        return None
-    return lock
+        layer = None
+    if layer in ("workqueue", None):
+        with _launch_lock:
+            yield
+    else:
+        yield

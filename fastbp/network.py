@@ -196,7 +196,7 @@ class Network:
         for start in range(0, n, batch):
             m = min(batch, n - start)
             chunk = (X[start:start + m],) + As
-            with launch(("forward", len(Ws), self.dtype, Y is not None)):
+            with launch():
                 kernels.forward_pass(Ws, bs, hidden, output, m, Zs, chunk)
                 if Y is not None:
                     kernels.sample_costs(Ws, Y[start:start + m], output, cost, m, Zs, chunk, costs)
@@ -282,7 +282,7 @@ class Network:
         Zs, As, Ds = self._workspaces(n)
         gWs = tuple(np.empty_like(w) for w in Ws)
         gbs = tuple(np.empty_like(b) for b in bs)
-        with launch(("gradients", len(Ws), self.dtype)):
+        with launch():
             kernels.gradients(Ws, bs, hidden, output, cost, Y, n, Zs, (X,) + As, Ds, gWs, gbs)
         return list(gWs), list(gbs)
 
@@ -395,7 +395,7 @@ class Network:
                     order = rng.permutation(n).astype(np.int64, copy=False)
                 for p, s in zip(state, snapshot):
                     np.copyto(s, p)
-                with launch(("train", len(Ws), self.dtype)):
+                with launch():
                     total = kernels.train_epoch(
                         X, Y, order, batch, Ws, bs, Vws, Vbs, real(lr), real(momentum),
                         real(weight_decay), hidden, output, cost, Zs, As, Ds, gWs, gbs,

@@ -12,7 +12,7 @@ Only the first ``m`` rows of a workspace are used, so one set of workspaces size
 largest minibatch also serves the last, partial one.
 """
 
-from .._config import kernel_cache
+from .._config import kernel_cache, lock_cache_writes
 
 # Numba fixes a kernel's cache location when it is decorated.
 with kernel_cache():
@@ -37,6 +37,14 @@ with kernel_cache():
         sgd_update,
         weight_gradients,
     )
+
+from . import drivers as _drivers
+from . import layers as _layers
+
+for _module in (_layers, _drivers):
+    for _name in dir(_module):
+        if hasattr(getattr(_module, _name), "py_func"):
+            lock_cache_writes(getattr(_module, _name))
 
 __all__ = [
     "ACTIVATION_CODES",

@@ -1,0 +1,77 @@
+"""Numba's on-disk kernel cache: saves are serialised across processes.
+
+Numba writes a cache entry by reading the index, picking the first free data-file number
+and writing both back, with no lock; two processes saving different signatures at once
+can leave the index pointing at the wrong machine code. fastbp wraps every kernel's save
+in a file lock (fastbp._config.lock_cache_writes).
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import filelock
+import pytest
+
+import fastbp.kernels as K
+
+WORKER = textwrap.dedent(
+    """
+    import numpy as np
+    import fastbp
+    net = fastbp.Network([3, 2], seed=0)
+    out = net.forward(np.ones((1, 3)))
+    assert np.isfinite(out).all()
+    print("ok")
+    """
+)
+
+
+def test_every_kernel_saves_under_the_lock():
+    kernels = [getattr(K, name) for name in K.__all__ if hasattr(getattr(K, name), "py_func")]
+    assert len(kernels) >= 10
+    for k in kernels:
+        assert getattr(k._cache._cache_file, "_fastbp_locked", False), k.__name__
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_save_waits_for_the_lock_held_by_another_process(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    env.pop("FASTBP_DISABLE_CACHE", None)
+    # where the child's kernels will be cached: the same hashed directory layout
+    probe = subprocess.run(
+        [sys.executable, "-c", "import fastbp.kernels as K; "
+         "print(K.forward_layer._cache._cache_file._cache_path)"],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    cache_path = probe.stdout.strip()
+    assert cache_path.startswith(str(tmp_path))
+    lock = filelock.FileLock(os.path.join(cache_path, ".save.lock"))
+    with lock:
+        child = subprocess.Popen([sys.executable, "-c", WORKER], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # wait until the child stops using CPU: it has compiled a kernel and now
+        # blocks on the lock to save it
+        deadline = time.monotonic() + 300
+        last = -1
+        while time.monotonic() < deadline and child.poll() is None:
+            time.sleep(2)
+            used = _cpu_ticks(child.pid)
+            if used == last:
+                break
+            last = used
+        assert child.poll() is None, child.communicate()[1][-2000:]
+        assert last > 0
+        assert not list(tmp_path.rglob("*.nbi")), "a save went through while locked"
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 0, err[-2000:]
+    assert out.strip() == "ok"
+    assert list(tmp_path.rglob("*.nbi")), "nothing was cached after the lock was released"
+
+
+def _cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
