@@ -8,15 +8,18 @@ optimised away). Re-association only changes the order of a sum *within* one out
 element, and that order is the same whatever the thread count, so results stay
 bitwise reproducible.
 
-``CACHE`` turns on Numba's on-disk cache of compiled kernels (set ``FASTBP_DISABLE_CACHE=1``
-to turn it off). Numba checks a cached kernel only against its own source file, not
-against the kernels it calls or these flags, so a kernel compiled before an edit elsewhere
-could be reused stale. fastbp therefore keeps its cache in a directory named after a hash
-of every kernel source file, this file and the Numba version (:func:`kernel_cache_dir`),
-under ``$NUMBA_CACHE_DIR`` when that is set and the user's cache directory otherwise.
-Where that directory cannot be written, Numba falls back to ``__pycache__`` beside the
-sources and then to its own user-wide directory; where none is writable, kernels are
-compiled in memory on first use.
+``CACHE`` turns on Numba's on-disk cache of compiled kernels; it is off unless the
+environment sets ``FASTBP_CACHE=1``, so each process compiles the kernels it uses on first
+use (seconds). Reason: Numba's cache is not safe for kernels like these. Processes that
+compile at once can write inconsistent entries, and entries written by different processes
+for parallel kernels that call each other have been seen to crash (segfault) when loaded
+together, even with the saves serialised by :func:`lock_cache_writes`. A crash is worse
+than a compile. With ``FASTBP_CACHE=1`` the cache lives in a directory named after a hash
+of every kernel source file, this file and the Numba version (:func:`kernel_cache_dir`,
+since Numba checks a cached kernel only against its own source file, not the kernels it
+calls or these flags), under ``$NUMBA_CACHE_DIR`` when that is set and the user's cache
+directory otherwise; where that cannot be written, Numba falls back to ``__pycache__``
+beside the sources, then to its own user-wide directory, then to compiling in memory.
 """
 
 import contextlib
@@ -31,7 +34,7 @@ import numba
 
 FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
-CACHE = os.environ.get("FASTBP_DISABLE_CACHE", "") in ("", "0")
+CACHE = os.environ.get("FASTBP_CACHE", "0") == "1"
 
 #: Keyword arguments of every serial kernel and driver. ``error_model="numpy"``: a
 #: division by zero gives inf or NaN as in NumPy (kernels never raise).

@@ -125,6 +125,18 @@ class Network:
         self.history = History()
         self._velocities = None  # momentum state, kept across fit calls
 
+    def __setstate__(self, state):
+        """Unpickle; arrays memory-mapped read-only (joblib) become writeable copies."""
+        self.__dict__.update(state)
+
+        def writeable(a):
+            return a if a.flags.writeable else a.copy()
+
+        self.weights = [writeable(w) for w in self.weights]
+        self.biases = [writeable(b) for b in self.biases]
+        if self._velocities is not None:
+            self._velocities = tuple(tuple(writeable(v) for v in vs) for vs in self._velocities)
+
     # --- descriptive ------------------------------------------------------------------
 
     @property

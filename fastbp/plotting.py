@@ -34,7 +34,7 @@ def require_matplotlib():
 
 
 def _curves(history):
-    """The three per-epoch lists of a History or of a mapping such as ``History.as_dict()``."""
+    """The per-epoch lists of a History, or of a mapping as ``History.as_dict()`` gives."""
     names = ("train_cost", "val_cost", "val_accuracy")
     if hasattr(history, "keys"):
         return [list(history.get(name, [])) for name in names]
@@ -102,7 +102,9 @@ def plot_history(history, path, title=None, val_label="validation"):
     ax = fig.add_subplot()
     lines = ax.plot(epochs, train_cost, color="C0", marker=".", label="training cost")
     if val_cost:
-        lines += ax.plot(epochs, val_cost, color="C1", marker=".", label=f"{val_label} cost")
+        lines += ax.plot(
+            epochs, val_cost, color="C1", marker=".", label=f"{val_label} cost"
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("cost")
     ax.grid(True, alpha=0.3)

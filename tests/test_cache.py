@@ -1,4 +1,5 @@
-"""Numba's on-disk kernel cache: saves are serialised across processes.
+"""Numba's opt-in on-disk kernel cache (FASTBP_CACHE=1): off by default, and with it on,
+saves are serialised across processes.
 
 Numba writes a cache entry by reading the index, picking the first free data-file number
 and writing both back, with no lock; two processes saving different signatures at once
@@ -15,8 +16,6 @@ import time
 import filelock
 import pytest
 
-import fastbp.kernels as K
-
 WORKER = textwrap.dedent(
     """
     import numpy as np
@@ -29,17 +28,34 @@ WORKER = textwrap.dedent(
 )
 
 
-def test_every_kernel_saves_under_the_lock():
-    kernels = [getattr(K, name) for name in K.__all__ if hasattr(getattr(K, name), "py_func")]
-    assert len(kernels) >= 10
-    for k in kernels:
-        assert getattr(k._cache._cache_file, "_fastbp_locked", False), k.__name__
+def _env(cache_dir):
+    return dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir), FASTBP_CACHE="1")
+
+
+def test_cache_is_off_by_default():
+    probe = subprocess.run(
+        [sys.executable, "-c", "import fastbp.kernels as K, fastbp._config as c; "
+         "print(c.CACHE, type(K.forward_layer._cache).__name__)"],
+        env={k: v for k, v in os.environ.items() if k != "FASTBP_CACHE"},
+        capture_output=True, text=True, check=True,
+    )
+    assert probe.stdout.split() == ["False", "NullCache"]
+
+
+def test_every_kernel_saves_under_the_lock(tmp_path):
+    probe = subprocess.run(
+        [sys.executable, "-c", "import fastbp.kernels as K\n"
+         "ks = [getattr(K, n) for n in K.__all__ if hasattr(getattr(K, n), 'py_func')]\n"
+         "print(len(ks), all(k._cache._cache_file._fastbp_locked for k in ks))"],
+        env=_env(tmp_path), capture_output=True, text=True, check=True,
+    )
+    n, locked = probe.stdout.split()
+    assert int(n) >= 10 and locked == "True"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_save_waits_for_the_lock_held_by_another_process(tmp_path):
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    env.pop("FASTBP_DISABLE_CACHE", None)
+    env = _env(tmp_path)
     # where the child's kernels will be cached: the same hashed directory layout
     probe = subprocess.run(
         [sys.executable, "-c", "import fastbp.kernels as K; "
