@@ -8,24 +8,24 @@ optimised away). Re-association only changes the order of a sum *within* one out
 element, and that order is the same whatever the thread count, so results stay
 bitwise reproducible.
 
-``CACHE`` turns on Numba's on-disk cache of compiled kernels; it is off unless the
-environment sets ``FASTBP_CACHE=1``, so each process compiles the kernels it uses on first
-use (seconds). Reason: Numba's cache is not safe for kernels like these. Processes that
-compile at once can write inconsistent entries, and entries written by different processes
-for parallel kernels that call each other have been seen to crash (segfault) when loaded
-together, even with the saves serialised by :func:`lock_cache_writes`. A crash is worse
-than a compile. With ``FASTBP_CACHE=1`` the cache lives in a directory named after a hash
-of every kernel source file, this file and the Numba version (:func:`kernel_cache_dir`,
-since Numba checks a cached kernel only against its own source file, not the kernels it
-calls or these flags), under ``$NUMBA_CACHE_DIR`` when that is set and the user's cache
-directory otherwise; where that cannot be written, Numba falls back to ``__pycache__``
-beside the sources, then to its own user-wide directory, then to compiling in memory.
+``CACHE`` turns on Numba's on-disk cache of compiled kernels, so that only the first run on
+a machine pays the compile time (seconds per dtype); ``FASTBP_CACHE=0`` turns it off. Numba
+checks a cached kernel only against its own source file, not against the kernels it calls
+or these flags, so the cache lives in a directory named after a hash of every kernel
+source file, this file and the Numba version (:func:`kernel_cache_dir`), under
+``$NUMBA_CACHE_DIR`` when that is set and the user's cache directory otherwise. Where that
+directory cannot be written the cache stays off: Numba's own fallbacks are not keyed by
+the sources, and with none writable Numba refuses to define a cached kernel at all.
+Two defects of Numba's cache are worked around here: saves from several processes are
+serialised (:func:`lock_cache_writes`), and the threading layer is started before the
+first launch (:func:`launch`), which a driver loaded from the cache may not do itself.
 """
 
 import contextlib
 import functools
 import hashlib
 import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -33,14 +33,6 @@ import filelock
 import numba
 
 FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
-
-CACHE = os.environ.get("FASTBP_CACHE", "0") == "1"
-
-#: Keyword arguments of every serial kernel and driver. ``error_model="numpy"``: a
-#: division by zero gives inf or NaN as in NumPy (kernels never raise).
-SERIAL = dict(fastmath=set(FASTMATH_FLAGS), cache=CACHE, nogil=True, error_model="numpy")
-#: Keyword arguments of every parallel kernel.
-PARALLEL = dict(SERIAL, parallel=True)
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,9 +52,36 @@ def kernel_cache_dir():
     return base / f"kernels-{digest.hexdigest()[:16]}"
 
 
+def _cache_writable():
+    """Whether :func:`kernel_cache_dir` can be created and written to."""
+    try:
+        path = kernel_cache_dir()
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except (OSError, RuntimeError):  # RuntimeError: no home directory to be found
+        return False
+    return True
+
+
+#: Numba's disk cache, unless FASTBP_CACHE=0, and only where fastbp's own directory is
+#: writable: Numba's fallbacks are not keyed by the kernels' sources, and where none of
+#: them is writable either Numba refuses to define the kernels ("no locator available").
+CACHE = os.environ.get("FASTBP_CACHE", "1") != "0" and _cache_writable()
+
+#: Keyword arguments of every serial kernel and driver. ``error_model="numpy"``: a
+#: division by zero gives inf or NaN as in NumPy (kernels never raise).
+SERIAL = dict(fastmath=set(FASTMATH_FLAGS), cache=CACHE, nogil=True, error_model="numpy")
+#: Keyword arguments of every parallel kernel.
+PARALLEL = dict(SERIAL, parallel=True)
+
+
 @contextlib.contextmanager
 def kernel_cache():
     """Point Numba's cache at :func:`kernel_cache_dir` while kernels are defined."""
+    if not CACHE:
+        yield
+        return
     previous = numba.config.CACHE_DIR
     numba.config.CACHE_DIR = str(kernel_cache_dir())
     try:
@@ -136,14 +155,19 @@ def launch():
     """Hold the launch lock where the threading layer needs it.
 
     Numba's ``workqueue`` threading layer aborts the process when two Python threads
-    launch parallel kernels at once (``omp`` and ``tbb`` are safe): under it, and until
-    the first launch has chosen a layer, launches are serialised.
+    launch parallel kernels at once (``omp`` and ``tbb`` are safe): under it, launches
+    are serialised. The first launch starts the threading layer.
     """
     try:
         layer = numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet
-        layer = None
-    if layer in ("workqueue", None):
+        # A driver loaded from Numba's cache does not record that the kernels it calls
+        # are parallel when it was compiled against kernels that were themselves loaded
+        # from the cache, so nothing starts the threading layer before its first
+        # parallel region, which then crashes. get_num_threads() starts it.
+        numba.get_num_threads()
+        layer = numba.threading_layer()
+    if layer == "workqueue":
         with _launch_lock:
             yield
     else:

@@ -23,9 +23,21 @@ def _sparse_error(name):
     )
 
 
-def _as_kernel_array(a, dtype):
-    """C-contiguous and writeable (Numba types read-only arrays differently)."""
-    a = np.ascontiguousarray(a, dtype=dtype)
+def _as_kernel_array(a, dtype, name):
+    """C-contiguous and writeable (Numba types read-only arrays differently), finite.
+
+    ``a`` has passed scikit-learn's finiteness check in its own dtype; a float64 value
+    beyond float32's range turns into an infinity when cast to a float32 network's
+    dtype, so a narrowing cast is checked again, in scikit-learn's wording.
+    """
+    dtype = np.dtype(dtype)
+    narrowing = a.dtype.kind == "f" and a.dtype.itemsize > dtype.itemsize
+    with np.errstate(over="ignore"):
+        a = np.ascontiguousarray(a, dtype=dtype)
+    if narrowing and not np.isfinite(a).all():
+        raise ValueError(
+            f"Input {name} contains infinity or a value too large for {dtype!r}."
+        )
     if not a.flags.writeable:
         a = a.copy()
     return a
@@ -46,7 +58,7 @@ def check_X(X, n_features, dtype, owner="Network"):
             f"X has {X.shape[1]} features, but {owner} is expecting {n_features} "
             "features as input."
         )
-    return _as_kernel_array(X, dtype)
+    return _as_kernel_array(X, dtype, "X")
 
 
 def check_Y(Y, n_samples, n_outputs, dtype, owner="Network"):
@@ -60,6 +72,12 @@ def check_Y(Y, n_samples, n_outputs, dtype, owner="Network"):
     """
     if sp.issparse(Y):
         raise _sparse_error("Y")
+    if Y is None:
+        raise ValueError(f"{owner} requires Y to be passed, but the target Y is None.")
+    if np.ndim(Y) == 0:
+        raise ValueError(
+            f"Expected 1-D labels or 2-D targets for Y, got scalar array instead: Y={Y!r}."
+        )
     Y = check_array(
         Y, dtype="numeric", ensure_2d=False, ensure_all_finite=True, input_name="Y",
         estimator=owner,
@@ -99,7 +117,7 @@ def check_Y(Y, n_samples, n_outputs, dtype, owner="Network"):
             f"Y has {Y.shape[1]} columns, but {owner} is expecting {n_outputs} "
             "outputs."
         )
-    return _as_kernel_array(Y, dtype), None
+    return _as_kernel_array(Y, dtype, "Y"), None
 
 
 def check_choice(value, name, choices, owner):
@@ -181,3 +199,15 @@ def check_architecture(sizes, hidden, output, cost, owner="Network"):
             "neuron is always 1); use output='sigmoid' for a single output."
         )
     return [int(n) for n in sizes]
+
+
+def check_seed(seed, owner):
+    """None or a non-negative int, the seeds numpy's default_rng takes."""
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
+    ):
+        raise ValueError(
+            f"The 'seed' parameter of {owner} must be None or an int in the range "
+            f"[0, inf). Got {seed!r} instead."
+        )
+    return seed

@@ -1,34 +1,68 @@
 """Saving and loading networks: an .npz of plain arrays plus a JSON config.
 
-Files are read with ``allow_pickle=False``: a model file can never run code.
+Files are read with ``allow_pickle=False``: a model file can never run code. Saving is
+atomic: the file is written beside its destination under a temporary name and renamed
+into place, so a failed save leaves any previous file intact.
 """
 
 import json
 import os
-import tempfile
+import secrets
+import stat
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from . import _validation as v
 
 FORMAT = "fastbp.Network"
 VERSION = 1
+
+#: What parsing a file that is not a valid .npz archive can raise once it is open.
+_PARSE_ERRORS = (
+    ValueError, EOFError, KeyError, OSError, zipfile.BadZipFile, zlib.error,
+    struct.error, NotImplementedError, RuntimeError,
+)
 
 
 def save(net, path):
     """Write ``net`` to ``path`` atomically.
 
-    The arrays go to a temporary file in the same directory, which is then renamed onto
-    ``path``: a failed save leaves any previous file at ``path`` intact.
+    The arrays go to a temporary file in the same directory, which is flushed to disk
+    and then renamed onto ``path``: a failed save leaves any previous file at ``path``
+    intact and no temporary file behind. A file that is replaced keeps its permission
+    bits; a new one gets those of a plain ``open(path, "w")``.
 
     Parameters
     ----------
     net : Network
     path : str or path-like; written as given (no suffix is added).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the directory of ``path`` does not exist (nothing is created).
+    ValueError
+        When a parameter is not a finite array of the network's shape and dtype (such
+        a file could not be loaded back).
     """
     path = Path(path)
-    net._params()
+    Ws, bs = net._params()
+    for name, params in (("weights", Ws), ("biases", bs)):
+        for i, p in enumerate(params):
+            if not np.isfinite(p).all():
+                raise ValueError(
+                    f"Network.{name}[{i}] contains NaN or infinity: the network cannot "
+                    "be saved."
+                )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"Cannot save the network to {path}: the directory {path.parent} does not "
+            "exist."
+        )
     config = {
         "format": FORMAT,
         "version": VERSION,
@@ -39,10 +73,10 @@ def save(net, path):
         "dtype": net.dtype,
     }
     arrays = {"config": np.array(json.dumps(config))}
-    for i, (w, b) in enumerate(zip(net.weights, net.biases)):
+    for i, (w, b) in enumerate(zip(Ws, bs)):
         arrays[f"weights_{i}"] = w
         arrays[f"biases_{i}"] = b
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp, fd = _create_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -55,6 +89,40 @@ def save(net, path):
         except FileNotFoundError:
             pass
         raise
+    _fsync_directory(path.parent)
+
+
+def _create_beside(path):
+    """Create a new, uniquely named temporary file next to ``path``; return (path, fd).
+
+    The file is created with the permission bits of an existing ``path`` (0o666 for a
+    new one), which the process umask then narrows, as for a plain ``open``.
+    """
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = 0o666
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+        try:
+            return tmp, os.open(tmp, flags, mode)
+        except FileExistsError:
+            continue
+
+
+def _fsync_directory(directory):
+    """Make a rename in ``directory`` durable where the platform allows it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # directories cannot be opened on every platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load(path):
@@ -62,52 +130,71 @@ def load(path):
 
     Raises
     ------
-    FileNotFoundError
-        When ``path`` does not exist.
+    FileNotFoundError, PermissionError, IsADirectoryError
+        When ``path`` cannot be opened for reading.
     ValueError
-        When the file is not a fastbp model (truncated, foreign, pickled objects inside,
-        or arrays that do not match its config).
+        When the file is not a fastbp model: truncated, foreign, with pickled objects
+        inside, or with arrays that do not match its config. The arrays are checked
+        against the config before a network is built.
     """
     from .network import Network
 
     path = Path(path)
     bad = f"{path} is not a valid fastbp model file"
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise ValueError(f"{bad}: {exc}") from exc
-    if not isinstance(arrays, dict) or "config" not in arrays:
+    with open(path, "rb") as f:
+        try:
+            data = np.load(f, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array, not an .npz archive")
+            with data:
+                arrays = {k: data[k] for k in data.files}
+        except _PARSE_ERRORS as exc:
+            raise ValueError(f"{bad}: {exc}") from exc
+    raw = sorted(k for k, a in arrays.items() if not isinstance(a, np.ndarray))
+    if raw:
+        raise ValueError(f"{bad}: members {raw} are not .npy arrays.")
+    config = arrays.pop("config", None)
+    if config is None or config.shape != () or config.dtype.kind != "U":
         raise ValueError(f"{bad}: no fastbp config inside.")
     try:
-        config = json.loads(str(arrays.pop("config")))
+        config = json.loads(config.item())
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
         if config.get("format") != FORMAT:
             raise ValueError("wrong format tag")
         if config.get("version") != VERSION:
             raise ValueError(f"unsupported version {config.get('version')!r}")
-        net = Network(
-            config["sizes"], hidden=config["hidden"], output=config["output"],
-            cost=config["cost"], dtype=config["dtype"],
+        sizes = v.check_architecture(
+            config["sizes"], config["hidden"], config["output"], config["cost"]
         )
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        dtype = np.dtype(v.check_dtype(config["dtype"], "Network"))
+    except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"{bad}: bad config ({exc}).") from exc
-    n_layers = len(net.sizes) - 1
-    expected = {f"weights_{i}" for i in range(n_layers)} | {f"biases_{i}" for i in range(n_layers)}
-    if set(arrays) != expected:
-        raise ValueError(f"{bad}: arrays {sorted(arrays)} do not match its config.")
+
+    n_layers = len(sizes) - 1
+    expected = {}
     for i in range(n_layers):
-        for name, target in (("weights", net.weights[i]), ("biases", net.biases[i])):
-            a = arrays[f"{name}_{i}"]
-            if a.shape != target.shape or a.dtype != target.dtype:
-                raise ValueError(
-                    f"{bad}: {name}_{i} has shape {a.shape} and dtype {a.dtype}; the "
-                    f"config asks for {target.shape} {target.dtype}."
-                )
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"{bad}: {name}_{i} contains NaN or infinity.")
-            np.copyto(target, a)
+        expected[f"weights_{i}"] = (sizes[i + 1], sizes[i])
+        expected[f"biases_{i}"] = (sizes[i + 1],)
+    if set(arrays) != set(expected):
+        raise ValueError(f"{bad}: arrays {sorted(arrays)} do not match its config.")
+    for name, shape in expected.items():
+        a = arrays[name]
+        if a.shape != shape or a.dtype != dtype:
+            raise ValueError(
+                f"{bad}: {name} has shape {a.shape} and dtype {a.dtype}; the config "
+                f"asks for {shape} {dtype}."
+            )
+        if not np.isfinite(a).all():
+            raise ValueError(f"{bad}: {name} contains NaN or infinity.")
+
+    net = Network(
+        sizes, hidden=config["hidden"], output=config["output"], cost=config["cost"],
+        dtype=dtype.name,
+    )
+    for i in range(n_layers):
+        np.copyto(net.weights[i], arrays[f"weights_{i}"])
+        np.copyto(net.biases[i], arrays[f"biases_{i}"])
     return net
 
 

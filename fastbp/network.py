@@ -18,6 +18,10 @@ from ._config import launch
 CHUNK = 4096
 
 
+def _all_finite(arrays):
+    return all(np.isfinite(a).all() for a in arrays)
+
+
 class TrainingDivergedError(FloatingPointError):
     """The training cost became NaN or infinite; the parameters were restored."""
 
@@ -114,7 +118,7 @@ class Network:
         self.hidden, self.output, self.cost_name = hidden, output, cost
         self.dtype = v.check_dtype(dtype, "Network")
         self.seed = seed
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(v.check_seed(seed, "Network"))
         self.weights, self.biases = [], []
         for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
             act = output if i == len(self.sizes) - 2 else hidden
@@ -363,7 +367,8 @@ class Network:
                     f"(X_val, Y_val). Got {type(validation_data).__name__} instead."
                 )
             X_val, Y_val, labels_val = self._check_XY(*validation_data)
-        callbacks = list(callbacks or [])
+        v.check_seed(seed, owner)
+        callbacks = [callbacks] if callable(callbacks) else list(callbacks or [])
         for cb in callbacks:
             if not callable(cb):
                 raise ValueError(f"Each callback of {owner} must be callable; got {cb!r}.")
@@ -414,14 +419,22 @@ class Network:
                         Yb, costs,
                     )
                 train_cost = total / n
-                if not math.isfinite(train_cost):
+                # Each cost is measured before its step, so the last step of an epoch
+                # can overflow the parameters under a finite cost: check them too.
+                if not (math.isfinite(train_cost) and _all_finite(state)):
                     for p, s in zip(state, snapshot):
                         np.copyto(p, s)
+                    what = (
+                        f"the training cost became {train_cost}"
+                        if not math.isfinite(train_cost)
+                        else "the parameters overflowed to infinity or NaN"
+                    )
                     raise TrainingDivergedError(
-                        f"Training diverged: the training cost became {train_cost} in "
-                        f"epoch {epoch}. The parameters were restored to those after "
-                        f"epoch {epoch - 1}. Try a lower learning rate (lr={lr:g} now)"
+                        f"Training diverged: {what} in epoch {epoch}. The parameters "
+                        f"were restored to those after epoch {epoch - 1}. Try a lower "
+                        f"learning rate (lr={lr:g} now)"
                         + (", a lower momentum" if momentum else "")
+                        + (", a lower weight_decay" if weight_decay else "")
                         + ", or inputs scaled to a small range.",
                         epoch, history,
                     )

@@ -205,3 +205,16 @@ def test_digits_reaches_95_percent():
     acc = net.evaluate(data.X_test, data.y_test)["accuracy"]
     assert acc >= 0.95
     assert hist.val_accuracy[-1] == acc
+
+
+def test_bad_seed_and_single_callback():
+    with pytest.raises(ValueError, match="'seed' parameter of Network must be None or an int"):
+        fastbp.Network([2, 1], seed=-1)
+    X, y = _data(n_out=2)
+    net = fastbp.Network([5, 1], seed=0)
+    before = [p.copy() for p in net.weights + net.biases]
+    with pytest.raises(ValueError, match="'seed' parameter of Network.fit"):
+        net.fit(X, y % 2, epochs=1, batch_size=4, lr=0.1, seed="a")
+    assert all(np.array_equal(p, q) for p, q in zip(before, net.weights + net.biases))
+    hist = net.fit(X, y % 2, epochs=5, batch_size=4, lr=0.1, callbacks=lambda n, h: h.epochs == 2)
+    assert hist.epochs == 2
