@@ -75,6 +75,12 @@ SERIAL = dict(fastmath=set(FASTMATH_FLAGS), cache=CACHE, nogil=True, error_model
 #: Keyword arguments of every parallel kernel.
 PARALLEL = dict(SERIAL, parallel=True)
 
+#: Multiply-adds (batch × n_out × n_in) from which a layer's kernels run in parallel.
+#: A parallel region costs about 1-2 µs on two cores, the time of some 30-60 thousand
+#: multiply-adds in one thread; smaller layers run serially. Depends on shapes only,
+#: so it never makes results depend on the thread count.
+PARALLEL_MIN_WORK = 32768
+
 
 @contextlib.contextmanager
 def kernel_cache():

@@ -12,10 +12,19 @@ import numpy as np
 
 from . import _validation as v
 from . import kernels
-from ._config import launch
+from ._config import PARALLEL_MIN_WORK, launch
+from .kernels import flat
 
 #: Rows fed forward at once by forward/cost/evaluate/predict: bounds their memory.
 CHUNK = 4096
+
+
+def _same_view(a, view):
+    """Whether ``a`` is exactly the view ``view`` of the parameter buffer."""
+    return a is view or (
+        a.__array_interface__["data"][0] == view.__array_interface__["data"][0]
+        and a.strides == view.strides and np.shares_memory(a, view)
+    )
 
 
 def _all_finite(arrays):
@@ -119,27 +128,53 @@ class Network:
         self.dtype = v.check_dtype(dtype, "Network")
         self.seed = seed
         self._rng = np.random.default_rng(v.check_seed(seed, "Network"))
-        self.weights, self.biases = [], []
-        for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+        self._theta = np.empty(sum(o * i + o for i, o in zip(self.sizes, self.sizes[1:])),
+                               dtype=self.dtype)
+        self._bind()
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             act = output if i == len(self.sizes) - 2 else hidden
             gain = 2.0 if act == "relu" else 1.0
-            w = self._rng.standard_normal((n_out, n_in)) * math.sqrt(gain / n_in)
-            self.weights.append(np.ascontiguousarray(w, dtype=self.dtype))
-            self.biases.append(np.zeros(n_out, dtype=self.dtype))
+            n_out, n_in = w.shape
+            w[...] = self._rng.standard_normal((n_out, n_in)) * math.sqrt(gain / n_in)
+            b[...] = 0
         self.history = History()
-        self._velocities = None  # momentum state, kept across fit calls
+        self._vel = None  # momentum velocities (theta's layout), kept across fit calls
+
+    def _views(self, buf):
+        """Per-layer weight and bias views of a buffer laid out like the parameters."""
+        weights, biases, o = [], [], 0
+        for n_in, n_out in zip(self.sizes, self.sizes[1:]):
+            weights.append(buf[o:o + n_out * n_in].reshape(n_out, n_in))
+            o += n_out * n_in
+            biases.append(buf[o:o + n_out])
+            o += n_out
+        return weights, biases
+
+    def _bind(self):
+        """Point ``weights`` and ``biases`` at their places in the flat buffer."""
+        self.weights, self.biases = self._views(self._theta)
+
+    @property
+    def _velocities(self):
+        """The momentum velocities as (weights-shaped, biases-shaped) views, or None."""
+        if self._vel is None:
+            return None
+        w, b = self._views(self._vel)
+        return tuple(w), tuple(b)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["weights"], state["biases"]  # views of _theta, rebuilt on load
+        return state
 
     def __setstate__(self, state):
-        """Unpickle; arrays memory-mapped read-only (joblib) become writeable copies."""
+        """Unpickle; buffers memory-mapped read-only (joblib) become writeable copies."""
         self.__dict__.update(state)
-
-        def writeable(a):
-            return a if a.flags.writeable else a.copy()
-
-        self.weights = [writeable(w) for w in self.weights]
-        self.biases = [writeable(b) for b in self.biases]
-        if self._velocities is not None:
-            self._velocities = tuple(tuple(writeable(v) for v in vs) for vs in self._velocities)
+        if not self._theta.flags.writeable:
+            self._theta = self._theta.copy()
+        if self._vel is not None and not self._vel.flags.writeable:
+            self._vel = self._vel.copy()
+        self._bind()
 
     # --- descriptive ------------------------------------------------------------------
 
@@ -165,29 +200,55 @@ class Network:
         )
 
     def _params(self):
-        """The parameters as tuples for the kernels, after checking they still fit."""
-        for name, arrays, shapes in (
-            ("weights", self.weights, [(o, i) for i, o in zip(self.sizes, self.sizes[1:])]),
-            ("biases", self.biases, [(o,) for o in self.sizes[1:]]),
-        ):
-            if len(arrays) != len(shapes):
-                raise ValueError(f"Network.{name} must hold {len(shapes)} arrays.")
-            for i, (a, shape) in enumerate(zip(arrays, shapes)):
-                if not (
-                    isinstance(a, np.ndarray) and a.shape == shape
-                    and a.dtype == self.dtype and a.flags.c_contiguous
-                    and a.flags.writeable
-                ):
+        """Check ``weights``/``biases`` still describe the network; return them as tuples.
+
+        The parameters live in one flat buffer that the kernels read; ``weights`` and
+        ``biases`` are views of it. An entry the user replaced by an array of the same
+        shape and dtype is copied into the buffer (and the view put back); anything else
+        is refused before a kernel runs.
+        """
+        views_w, views_b = self._views(self._theta)
+        pairs = (("weights", self.weights, views_w), ("biases", self.biases, views_b))
+        for name, arrays, views in pairs:
+            if len(arrays) != len(views):
+                raise ValueError(f"Network.{name} must hold {len(views)} arrays.")
+            for i, (a, view) in enumerate(zip(arrays, views)):
+                if not (isinstance(a, np.ndarray) and a.shape == view.shape
+                        and a.dtype == self.dtype):
+                    got = (f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray)
+                           else type(a).__name__)
                     raise ValueError(
-                        f"Network.{name}[{i}] must be a writeable C-contiguous "
-                        f"{self.dtype} array of shape {shape}."
+                        f"Network.{name}[{i}] must be a {self.dtype} array of shape "
+                        f"{view.shape}; got {got}."
                     )
+        for name, arrays, views in pairs:
+            for i, (a, view) in enumerate(zip(arrays, views)):
+                if not _same_view(a, view):
+                    np.copyto(view, a)
+                    arrays[i] = view
         return tuple(self.weights), tuple(self.biases)
 
-    def _workspaces(self, batch):
-        """Zs, As[1:], Ds for ``batch`` rows, one array per layer."""
-        make = lambda: tuple(np.empty((batch, n), self.dtype) for n in self.sizes[1:])  # noqa: E731
-        return make(), make(), make()
+    def _kernel_args(self, batch):
+        """Sizes, per-layer parallel flags and workspaces for minibatches of ``batch``.
+
+        A layer's kernel runs in parallel when its work (batch × n_out × n_in
+        multiply-adds) repays a parallel region and its parallel loop has more than one
+        block; the choice depends on shapes alone, never on the thread count.
+        """
+        sizes = np.asarray(self.sizes, dtype=np.int64)
+        par = np.zeros((len(self.sizes) - 1, 3), dtype=np.int64)
+        for l, (n_in, n_out) in enumerate(zip(self.sizes, self.sizes[1:])):
+            big = batch * n_out * n_in >= PARALLEL_MIN_WORK
+            par[l] = (big and n_out > 4, big and batch > 4, big and n_out > 1)
+        total = batch * sum(self.sizes[1:])
+        bufs = tuple(np.empty(total, self.dtype) for _ in range(3))  # z, a, δ
+        return sizes, par, np.arange(batch, dtype=np.int64), bufs
+
+    def _output_block(self, buf, batch):
+        """The output layer's (batch, n_out) block of a workspace buffer."""
+        n_out = self.n_outputs
+        start = batch * (sum(self.sizes[1:]) - n_out)
+        return buf[start:start + batch * n_out].reshape(batch, n_out)
 
     def _check_X(self, X):
         return v.check_X(X, self.n_inputs, self.dtype)
@@ -201,22 +262,26 @@ class Network:
 
     def _sweep(self, X, Y=None):
         """Feed X forward in chunks; return the outputs and the summed cost (if Y)."""
-        Ws, bs = self._params()
+        self._params()
         hidden, output, cost = self._codes()
         n = X.shape[0]
         batch = min(n, CHUNK)
-        Zs, As, _ = self._workspaces(batch)
+        sizes, par, ident, (zbuf, abuf, dbuf) = self._kernel_args(batch)
+        all_rows = np.arange(n, dtype=np.int64)
         out = np.empty((n, self.n_outputs), self.dtype)
         costs = np.empty(batch, self.dtype)
+        a_out = self._output_block(abuf, batch)
         total = 0.0
         for start in range(0, n, batch):
             m = min(batch, n - start)
-            chunk = (X[start:start + m],) + As
+            rows = all_rows[start:start + m]
             with launch():
-                kernels.forward_pass(Ws, bs, hidden, output, m, Zs, chunk)
+                flat.forward(self._theta, sizes, X, rows, m, batch, hidden, output, par,
+                             ident, zbuf, abuf)
                 if Y is not None:
-                    kernels.sample_costs(Ws, Y[start:start + m], output, cost, m, Zs, chunk, costs)
-            out[start:start + m] = As[-1][:m]
+                    flat.costs(sizes, Y, rows, m, batch, output, cost, zbuf, abuf, dbuf,
+                               costs)
+            out[start:start + m] = a_out[:m]
             if Y is not None:
                 total += float(np.sum(costs[:m], dtype=np.float64))
         return out, total
@@ -292,15 +357,19 @@ class Network:
             ``biases``.
         """
         X, Y, _ = self._check_XY(X, Y)
-        Ws, bs = self._params()
+        self._params()
         hidden, output, cost = self._codes()
         n = X.shape[0]
-        Zs, As, Ds = self._workspaces(n)
-        gWs = tuple(np.empty_like(w) for w in Ws)
-        gbs = tuple(np.empty_like(b) for b in bs)
+        sizes, par, ident, (zbuf, abuf, dbuf) = self._kernel_args(n)
+        grad = np.empty_like(self._theta)
+        real = np.dtype(self.dtype).type
         with launch():
-            kernels.gradients(Ws, bs, hidden, output, cost, Y, n, Zs, (X,) + As, Ds, gWs, gbs)
-        return list(gWs), list(gbs)
+            flat.forward(self._theta, sizes, X, ident, n, n, hidden, output, par, ident,
+                         zbuf, abuf)
+            flat.backward(self._theta, grad, grad, sizes, X, Y, ident, n, n, hidden, output,
+                          cost, par, ident, zbuf, abuf, dbuf, np.empty(n, self.dtype),
+                          real(0), real(0), real(0), False)
+        return self._views(grad)
 
     # --- training ---------------------------------------------------------------------
 
@@ -372,30 +441,21 @@ class Network:
         for cb in callbacks:
             if not callable(cb):
                 raise ValueError(f"Each callback of {owner} must be callable; got {cb!r}.")
-        Ws, bs = self._params()
+        self._params()
         hidden, output, cost = self._codes()
 
         rng = np.random.default_rng(seed) if seed is not None else self._rng
         n = X.shape[0]
         batch = min(batch_size, n)
         real = np.dtype(self.dtype).type
-        Zs, As, Ds = self._workspaces(batch)
-        As = (np.empty((batch, self.n_inputs), self.dtype),) + As
-        gWs = tuple(np.empty_like(w) for w in Ws)
-        gbs = tuple(np.empty_like(b) for b in bs)
-        if momentum > 0:
-            if self._velocities is None:
-                self._velocities = (
-                    tuple(np.zeros_like(w) for w in Ws), tuple(np.zeros_like(b) for b in bs)
-                )
-            Vws, Vbs = self._velocities
-        else:  # never read when momentum is zero
-            Vws = tuple(np.empty((0, 0), self.dtype) for _ in Ws)
-            Vbs = tuple(np.empty(0, self.dtype) for _ in bs)
-        Yb = np.empty((batch, self.n_outputs), self.dtype)
+        sizes, par, ident, (zbuf, abuf, dbuf) = self._kernel_args(batch)
+        grad = np.empty_like(self._theta)
+        if momentum > 0 and self._vel is None:
+            self._vel = np.zeros_like(self._theta)
+        vel = self._vel if momentum > 0 else grad  # never read when momentum is zero
         costs = np.empty(batch, self.dtype)
         order = np.arange(n, dtype=np.int64)
-        state = Ws + bs + (Vws + Vbs if momentum > 0 else ())  # restored on divergence
+        state = [self._theta] + ([self._vel] if momentum > 0 else [])  # restored on divergence
         snapshot = [np.empty_like(p) for p in state]
 
         history = self.history = History()
@@ -413,10 +473,10 @@ class Network:
                 for p, s in zip(state, snapshot):
                     np.copyto(s, p)
                 with launch():
-                    total = kernels.train_epoch(
-                        X, Y, order, batch, Ws, bs, Vws, Vbs, real(lr), real(momentum),
-                        real(weight_decay), hidden, output, cost, Zs, As, Ds, gWs, gbs,
-                        Yb, costs,
+                    total = flat.train_epoch(
+                        self._theta, grad, vel, sizes, X, Y, order, batch, hidden, output,
+                        cost, par, ident, zbuf, abuf, dbuf, costs, real(lr), real(momentum),
+                        real(weight_decay),
                     )
                 train_cost = total / n
                 # Each cost is measured before its step, so the last step of an epoch
@@ -461,7 +521,7 @@ class Network:
 
     def reset_momentum(self):
         """Forget the momentum velocities kept from earlier ``fit`` calls."""
-        self._velocities = None
+        self._vel = None
 
     # --- persistence ------------------------------------------------------------------
 

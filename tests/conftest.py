@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from fastbp import reference as R
+
 HIDDEN = ["sigmoid", "relu", "tanh", "identity"]
 #: every (output, cost) pair the library accepts
 OUTPUT_COST = [
@@ -17,21 +19,41 @@ OUTPUT_COST = [
 RTOL = {"float64": 1e-10, "float32": 1e-4}
 
 
-def assert_close(actual, ref, dtype, what=""):
-    """Element-wise agreement to RTOL[dtype] relative.
+def assert_close(actual, ref, dtype, what="", magnitude=None):
+    """Element-wise agreement to RTOL[dtype] (1e-10 in float64, 1e-4 in float32).
 
-    float64: every entry within 1e-10 of its reference value, no absolute floor.
-    float32: 1e-4 relative, with an absolute floor of 1e-4 times the array's largest
-    entry, for entries that are sums with cancellation (nearly zero next to their
-    neighbours), where float32's round-off of the terms exceeds the entry itself.
+    Without ``magnitude``, each entry is judged relative to itself. With it, relative to
+    ``magnitude`` where that is larger: for an entry that is a sum (a dot product, a
+    gradient averaged over examples) ``magnitude`` is the same sum of the terms' absolute
+    values, Σ|x_i y_i|, the scale round-off is proportional to. A sum whose terms cancel
+    to nearly zero carries round-off of the size of its terms, and judging it by its own
+    small value would measure the cancellation, not the kernel. float32 additionally
+    allows 1e-4 times the array's largest entry.
     """
     actual = np.asarray(actual, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     assert actual.shape == ref.shape, what
     rtol = RTOL[dtype]
-    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-    atol = 0.0 if dtype == "float64" else rtol * scale
-    np.testing.assert_allclose(actual, ref, rtol=rtol, atol=atol, err_msg=what)
+    scale = np.abs(ref)
+    if magnitude is not None:
+        scale = np.maximum(scale, np.abs(np.asarray(magnitude, dtype=np.float64)))
+    if dtype == "float32" and ref.size:
+        scale = np.maximum(scale, np.abs(ref).max())
+    err = np.abs(actual - ref)
+    bad = ~(err <= rtol * scale)
+    assert not bad.any(), (
+        f"{what}: {bad.sum()} of {bad.size} entries differ by more than {rtol:g} of their "
+        f"scale; worst |diff|/scale = {np.max(err[bad] / np.maximum(scale[bad], 1e-300)):.3g}"
+    )
+
+
+def gradient_magnitudes(weights, biases, X, Y, hidden, output, cost):
+    """Σ_x |a^{l-1}_k δ^l_j| / n and Σ_x |δ^l_j| / n: the scale of each gradient entry."""
+    _, activations, deltas = R.backprop(weights, biases, X, Y, hidden, output, cost)
+    n = X.shape[0]
+    mw = [np.abs(d).T @ np.abs(a) / n for d, a in zip(deltas, activations[:-1])]
+    mb = [np.abs(d).sum(axis=0) / n for d in deltas]
+    return mw, mb
 
 
 def make_targets(rng, n, n_out, output, cost):

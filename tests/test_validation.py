@@ -19,7 +19,7 @@ SIZES = [8, 6, 3]
 N = 12
 FIT = dict(epochs=2, batch_size=5, lr=0.1)
 #: every kernel entry point Network may call
-KERNEL_ENTRY_POINTS = ("forward_pass", "sample_costs", "gradients", "train_epoch")
+KERNEL_ENTRY_POINTS = ("forward", "costs", "backward", "train_epoch")
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def no_kernels(monkeypatch):
         return launch
 
     for name in KERNEL_ENTRY_POINTS:
-        monkeypatch.setattr(kernels, name, forbidden(name))
+        monkeypatch.setattr(kernels.flat, name, forbidden(name))
     return calls
 
 
@@ -386,14 +386,28 @@ def test_bad_constructor_arguments_are_refused(kwargs, match):
 def test_network_with_broken_parameters_is_refused_before_kernels(no_kernels):
     """Parameters replaced by the user with arrays that no longer fit are caught."""
     net = make_net()
-    net.weights[0] = np.asfortranarray(net.weights[0])
-    with pytest.raises(ValueError, match=r"Network\.weights\[0\] must be a writeable C-contiguous"):
+    net.weights[0] = net.weights[0][:, :-1].copy()
+    with pytest.raises(ValueError, match=r"Network\.weights\[0\] must be a float64 array of shape"):
         net.forward(X_GOOD)
     net = make_net()
     net.biases[1] = net.biases[1].astype(np.float32)
-    with pytest.raises(ValueError, match=r"Network\.biases\[1\] must be a writeable C-contiguous"):
+    with pytest.raises(ValueError, match=r"Network\.biases\[1\] must be a float64 array of shape"):
         net.fit(X_GOOD, Y_GOOD, **FIT)
     assert no_kernels == []
+
+
+def test_replaced_parameters_of_the_right_shape_are_taken():
+    """An entry replaced by an array of the same shape and dtype (any layout) is copied
+    into the network's parameter buffer, and the list holds the live view again."""
+    net, twin = make_net(), make_net()
+    new = np.asfortranarray(net.weights[0] * 0.5)
+    net.weights[0] = new
+    twin.weights[0][...] = new
+    assert np.array_equal(net.forward(X_GOOD), twin.forward(X_GOOD))
+    assert net.weights[0] is not new and np.array_equal(net.weights[0], new)
+    net.fit(X_GOOD, Y_GOOD, **FIT)
+    twin.fit(X_GOOD, Y_GOOD, **FIT)
+    assert np.array_equal(net.weights[0], twin.weights[0])
 
 
 # --- valid but unusual layouts: bitwise the same results ----------------------------------

@@ -16,6 +16,16 @@ from .._config import kernel_cache, lock_cache_writes
 
 # Numba fixes a kernel's cache location when it is decorated.
 with kernel_cache():
+    from . import blocked, flat, layers
+    from .blocked import (
+        backward_par,
+        backward_ser,
+        forward_par,
+        forward_ser,
+        gradient_step_par,
+        gradient_step_ser,
+        output_delta_cost,
+    )
     from .codes import (
         ACTIVATION_CODES,
         COST_CODES,
@@ -27,21 +37,8 @@ with kernel_cache():
         SOFTMAX,
         TANH,
     )
-    from .drivers import forward_pass, gradients, sample_costs, train_epoch
-    from .layers import (
-        backward_delta,
-        cost_per_sample,
-        forward_layer,
-        gather_rows,
-        output_delta,
-        sgd_update,
-        weight_gradients,
-    )
 
-from . import drivers as _drivers
-from . import layers as _layers
-
-for _module in (_layers, _drivers):
+for _module in (layers, blocked, flat):
     for _name in dir(_module):
         if hasattr(getattr(_module, _name), "py_func"):
             lock_cache_writes(getattr(_module, _name))
@@ -56,15 +53,12 @@ __all__ = [
     "SIGMOID",
     "SOFTMAX",
     "TANH",
-    "backward_delta",
-    "cost_per_sample",
-    "forward_layer",
-    "forward_pass",
-    "gather_rows",
-    "gradients",
-    "output_delta",
-    "sample_costs",
-    "sgd_update",
-    "train_epoch",
-    "weight_gradients",
+    "backward_par",
+    "backward_ser",
+    "flat",
+    "forward_par",
+    "forward_ser",
+    "gradient_step_par",
+    "gradient_step_ser",
+    "output_delta_cost",
 ]

@@ -1,0 +1,258 @@
+"""Register-blocked layer kernels over flat parameter and workspace buffers.
+
+The three matrix-shaped loops of backpropagation are written as small register-blocked
+microkernels, each compiled twice from one Python function: ``*_par`` with
+``parallel=True`` (``prange`` splits the blocks among threads) and ``*_ser`` without
+(``prange`` runs as ``range``), for layers too small to repay a parallel region (about
+1-2 µs on two cores). Which one a layer uses depends only on its shape, never on the
+thread count, and every output element is computed by one thread in a fixed order, so
+results are bitwise identical for any number of threads.
+
+Rows of the layer's input are read through an index array ``rows``: the first layer reads
+the shuffled minibatch straight from the training set (``rows`` = the epoch's order), so
+no minibatch is ever copied; deeper layers pass the identity.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .._config import PARALLEL, SERIAL
+from .codes import CROSS_ENTROPY, SOFTMAX
+from .layers import activate, derivative, softmax_row
+
+ZERO = np.float32(0.0)
+HALF = np.float32(0.5)
+ONE = np.float32(1.0)
+
+
+@njit(inline="always", **SERIAL)
+def _dot4x4(W, A, j0, j1, j2, j3, r0, r1, r2, r3, n, zero):
+    """The 16 dot products W[j_a, :] · A[r_b, :], accumulated in registers.
+
+    With re-association allowed, the k loop vectorises: per vector of k it loads four
+    rows of W and four of A and issues sixteen fused multiply-adds.
+    """
+    c00 = c01 = c02 = c03 = zero
+    c10 = c11 = c12 = c13 = zero
+    c20 = c21 = c22 = c23 = zero
+    c30 = c31 = c32 = c33 = zero
+    for k in range(n):
+        w0 = W[j0, k]
+        w1 = W[j1, k]
+        w2 = W[j2, k]
+        w3 = W[j3, k]
+        a0 = A[r0, k]
+        a1 = A[r1, k]
+        a2 = A[r2, k]
+        a3 = A[r3, k]
+        c00 += w0 * a0
+        c01 += w0 * a1
+        c02 += w0 * a2
+        c03 += w0 * a3
+        c10 += w1 * a0
+        c11 += w1 * a1
+        c12 += w1 * a2
+        c13 += w1 * a3
+        c20 += w2 * a0
+        c21 += w2 * a1
+        c22 += w2 * a2
+        c23 += w2 * a3
+        c30 += w3 * a0
+        c31 += w3 * a1
+        c32 += w3 * a2
+        c33 += w3 * a3
+    return (c00, c01, c02, c03, c10, c11, c12, c13,
+            c20, c21, c22, c23, c30, c31, c32, c33)
+
+
+@njit(inline="always", **SERIAL)
+def _put(Z, A, act, b, s, j, m, n_out, acc):
+    """Store z = acc + b_j (and a = σ(z)) when (s, j) lies inside the layer."""
+    if s < m and j < n_out:
+        z = acc + b[j]
+        Z[s, j] = z
+        if act != SOFTMAX:
+            A[s, j] = activate(act, z)
+
+
+def _forward(A_prev, rows, W, b, act, m, Z, A):
+    """z^l_j = Σ_k w^l_jk a^{l-1}_k + b^l_j and a^l = σ(z^l) for m examples.
+
+    Blocks of 4 neurons j (split among threads) × 4 examples; the edges of the layer
+    reuse the last valid row or example for the spare accumulators and do not store them.
+    Example s reads its input row ``A_prev[rows[s]]``. Softmax normalises whole rows
+    afterwards.
+    """
+    n_out, n_in = W.shape
+    zero = W.dtype.type(0)
+    for jb in prange((n_out + 3) // 4):
+        j0 = 4 * jb
+        j1 = min(j0 + 1, n_out - 1)
+        j2 = min(j0 + 2, n_out - 1)
+        j3 = min(j0 + 3, n_out - 1)
+        for s0 in range(0, m, 4):
+            r0 = rows[s0]
+            r1 = rows[min(s0 + 1, m - 1)]
+            r2 = rows[min(s0 + 2, m - 1)]
+            r3 = rows[min(s0 + 3, m - 1)]
+            c = _dot4x4(W, A_prev, j0, j1, j2, j3, r0, r1, r2, r3, n_in, zero)
+            for jr in range(4):
+                j = j0 + jr
+                _put(Z, A, act, b, s0, j, m, n_out, c[4 * jr])
+                _put(Z, A, act, b, s0 + 1, j, m, n_out, c[4 * jr + 1])
+                _put(Z, A, act, b, s0 + 2, j, m, n_out, c[4 * jr + 2])
+                _put(Z, A, act, b, s0 + 3, j, m, n_out, c[4 * jr + 3])
+    if act == SOFTMAX:
+        for s in prange(m):
+            softmax_row(Z[s], A[s], n_out)
+
+
+def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
+    """BP2: δ^{l-1}_k = (Σ_j w^l_jk δ^l_j) σ'(z^{l-1}_k) for m examples.
+
+    Blocks of 4 examples (split among threads): each row W[j, :] is loaded once and
+    added, times δ_j of each example, to the four contiguous rows of δ^{l-1}. The sum over
+    j runs in ascending order for every element.
+    """
+    n_out, n_in = W.shape
+    zero = W.dtype.type(0)
+    for sb in prange((m + 3) // 4):
+        s0 = 4 * sb
+        if s0 + 4 <= m:
+            for k in range(n_in):
+                D_prev[s0, k] = zero
+                D_prev[s0 + 1, k] = zero
+                D_prev[s0 + 2, k] = zero
+                D_prev[s0 + 3, k] = zero
+            for j in range(n_out):
+                d0 = D[s0, j]
+                d1 = D[s0 + 1, j]
+                d2 = D[s0 + 2, j]
+                d3 = D[s0 + 3, j]
+                for k in range(n_in):
+                    w = W[j, k]
+                    D_prev[s0, k] += w * d0
+                    D_prev[s0 + 1, k] += w * d1
+                    D_prev[s0 + 2, k] += w * d2
+                    D_prev[s0 + 3, k] += w * d3
+        else:
+            for s in range(s0, m):
+                for k in range(n_in):
+                    D_prev[s, k] = zero
+                for j in range(n_out):
+                    d = D[s, j]
+                    for k in range(n_in):
+                        D_prev[s, k] += W[j, k] * d
+        for s in range(s0, min(s0 + 4, m)):
+            for k in range(n_in):
+                D_prev[s, k] *= derivative(act_prev, Z_prev[s, k], A_prev[s, k])
+
+
+def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
+                   apply):
+    """BP3/BP4 averaged over m examples and, when ``apply``, the SGD step of the layer.
+
+    ∂C/∂w_jk = scale Σ_s δ_sj a_{rows[s],k}, ∂C/∂b_j = scale Σ_s δ_sj (scale = 1/m).
+    Threads split the neurons j; for one row the examples are taken four at a time, each
+    pass adding four scaled input rows to the contiguous gradient row, which stays in
+    cache while the step is applied to W[j, :] right after (g = ∂C/∂w + λw, then
+    w := w - ηg, or with momentum v := μv - ηg, w := w + v; biases are not decayed).
+    """
+    n_out, n_in = W.shape
+    zero = W.dtype.type(0)
+    for j in prange(n_out):
+        for k in range(n_in):
+            gW[j, k] = zero
+        sb = zero
+        for s0 in range(0, m, 4):
+            s1 = min(s0 + 1, m - 1)
+            s2 = min(s0 + 2, m - 1)
+            s3 = min(s0 + 3, m - 1)
+            d0 = D[s0, j]
+            d1 = D[s1, j] if s0 + 1 < m else zero
+            d2 = D[s2, j] if s0 + 2 < m else zero
+            d3 = D[s3, j] if s0 + 3 < m else zero
+            sb += (d0 + d1) + (d2 + d3)
+            r0 = rows[s0]
+            r1 = rows[s1]
+            r2 = rows[s2]
+            r3 = rows[s3]
+            for k in range(n_in):
+                gW[j, k] += (d0 * A_prev[r0, k] + d1 * A_prev[r1, k]) + (
+                    d2 * A_prev[r2, k] + d3 * A_prev[r3, k])
+        gb[j] = sb * scale
+        for k in range(n_in):
+            gW[j, k] *= scale
+        if apply:
+            if momentum != zero:
+                for k in range(n_in):
+                    v = momentum * VW[j, k] - lr * (gW[j, k] + decay * W[j, k])
+                    VW[j, k] = v
+                    W[j, k] += v
+                v = momentum * Vb[j] - lr * gb[j]
+                Vb[j] = v
+                b[j] += v
+            else:
+                for k in range(n_in):
+                    W[j, k] -= lr * (gW[j, k] + decay * W[j, k])
+                b[j] -= lr * gb[j]
+
+
+forward_par = njit(**PARALLEL)(_forward)
+forward_ser = njit(**SERIAL)(_forward)
+backward_par = njit(**PARALLEL)(_backward)
+backward_ser = njit(**SERIAL)(_backward)
+gradient_step_par = njit(**PARALLEL)(_gradient_step)
+gradient_step_ser = njit(**SERIAL)(_gradient_step)
+
+
+@njit(**SERIAL)
+def output_delta_cost(A, Z, Y, rows, act, cost, m, D, costs):
+    """BP1 and the cost C_x of each of m examples (targets ``Y[rows[s]]``).
+
+    See :func:`fastbp.kernels.layers.output_delta` and ``cost_per_sample`` for the
+    formulas; this serial version serves the small output layer inside a training step.
+    """
+    n_out = A.shape[1]
+    for s in range(m):
+        y = Y[rows[s]]
+        c = ZERO * A[s, 0]
+        if act == SOFTMAX:
+            zmax = Z[s, 0]
+            for j in range(1, n_out):
+                if Z[s, j] > zmax:
+                    zmax = Z[s, j]
+            if cost == CROSS_ENTROPY:
+                ysum = ZERO * A[s, 0]
+                total = ZERO * zmax
+                for j in range(n_out):
+                    ysum += y[j]
+                    total += math.exp(Z[s, j] - zmax)
+                lse = zmax + math.log(total)
+                for j in range(n_out):
+                    D[s, j] = A[s, j] * ysum - y[j]
+                    c += y[j] * (lse - Z[s, j])
+            else:
+                dot = ZERO * A[s, 0]
+                for i in range(n_out):
+                    r = A[s, i] - y[i]
+                    dot += r * A[s, i]
+                    c += r * r
+                c *= HALF
+                for j in range(n_out):
+                    D[s, j] = A[s, j] * ((A[s, j] - y[j]) - dot)
+        elif cost == CROSS_ENTROPY:
+            for j in range(n_out):
+                z = Z[s, j]
+                D[s, j] = A[s, j] - y[j]
+                c += max(z, ZERO) + math.log1p(math.exp(-abs(z))) - y[j] * z
+        else:
+            for j in range(n_out):
+                r = A[s, j] - y[j]
+                D[s, j] = r * derivative(act, Z[s, j], A[s, j])
+                c += r * r
+            c *= HALF
+        costs[s] = c
+

@@ -1,0 +1,145 @@
+"""Whole-network drivers over flat buffers: one compiled signature per dtype.
+
+All parameters live in one 1-D buffer ``theta`` laid out layer by layer as
+``[W^1, b^1, W^2, b^2, ...]`` (``W`` row-major, shape ``(n_l, n_{l-1})``); the gradients
+``grad`` and momentum velocities ``vel`` share that layout. The weighted inputs, the
+activations and the errors δ of a minibatch live in ``zbuf``, ``abuf`` and ``dbuf``,
+layer l taking a block of ``batch * n_l`` entries. The drivers slice C-contiguous 2-D
+views out of these buffers, so the number of layers is a run-time value: a network of any
+depth uses the same compiled code.
+
+``par[l]`` holds, for layer l, whether its forward, backward (BP2) and gradient kernels run
+in parallel (columns 0, 1, 2): chosen from the layer's shape by the caller.
+"""
+
+from numba import njit
+
+from .._config import SERIAL
+from .blocked import (
+    backward_par,
+    backward_ser,
+    forward_par,
+    forward_ser,
+    gradient_step_par,
+    gradient_step_ser,
+    output_delta_cost,
+)
+
+
+@njit(inline="always", **SERIAL)
+def _offsets(sizes, batch, l):
+    """Where layer l's W and b start in ``theta`` and its block starts in a workspace."""
+    o = 0
+    a = 0
+    for i in range(l):
+        o += sizes[i + 1] * sizes[i] + sizes[i + 1]
+        a += batch * sizes[i + 1]
+    return o, o + sizes[l + 1] * sizes[l], a
+
+
+@njit(inline="always", **SERIAL)
+def _mat(buf, off, rows, cols):
+    return buf[off:off + rows * cols].reshape((rows, cols))
+
+
+@njit(**SERIAL)
+def forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, abuf):
+    """Feed examples ``X[rows[s]]``, s < m, through every layer into zbuf/abuf."""
+    L = sizes.shape[0] - 1
+    for l in range(L):
+        n_out, n_in = sizes[l + 1], sizes[l]
+        wo, bo, ao = _offsets(sizes, batch, l)
+        W = _mat(theta, wo, n_out, n_in)
+        b = theta[bo:bo + n_out]
+        Z = _mat(zbuf, ao, batch, n_out)
+        A = _mat(abuf, ao, batch, n_out)
+        act = output if l == L - 1 else hidden
+        if l == 0:
+            A_prev = X
+            r = rows
+        else:
+            A_prev = _mat(abuf, ao - batch * n_in, batch, n_in)
+            r = ident
+        if par[l, 0]:
+            forward_par(A_prev, r, W, b, act, m, Z, A)
+        else:
+            forward_ser(A_prev, r, W, b, act, m, Z, A)
+
+
+@njit(**SERIAL)
+def costs(sizes, Y, rows, m, batch, output, cost, zbuf, abuf, dbuf, out):
+    """After :func:`forward`: the cost C_x of each of the m examples into ``out``."""
+    L = sizes.shape[0] - 1
+    o = _offsets(sizes, batch, L - 1)[2]
+    n_L = sizes[L]
+    output_delta_cost(
+        _mat(abuf, o, batch, n_L), _mat(zbuf, o, batch, n_L), Y, rows, output, cost, m,
+        _mat(dbuf, o, batch, n_L), out,
+    )
+
+
+@njit(**SERIAL)
+def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost, par, ident,
+             zbuf, abuf, dbuf, sample_costs, lr, momentum, decay, apply):
+    """After :func:`forward`: BP1 and the costs, then BP2 and BP3/BP4 layer by layer from
+    the output down, each layer's SGD step applied (when ``apply``) right after its δ has
+    been carried below it. ``grad`` receives the minibatch's mean gradients."""
+    L = sizes.shape[0] - 1
+    o = _offsets(sizes, batch, L - 1)[2]
+    n_L = sizes[L]
+    output_delta_cost(
+        _mat(abuf, o, batch, n_L), _mat(zbuf, o, batch, n_L), Y, rows, output, cost, m,
+        _mat(dbuf, o, batch, n_L), sample_costs,
+    )
+    real = theta.dtype.type
+    scale = real(1.0) / real(m)
+    for l in range(L - 1, -1, -1):
+        n_out, n_in = sizes[l + 1], sizes[l]
+        wo, bo, ao = _offsets(sizes, batch, l)
+        W = _mat(theta, wo, n_out, n_in)
+        D = _mat(dbuf, ao, batch, n_out)
+        if l == 0:
+            A_prev = X
+            r = rows
+        else:
+            A_prev = _mat(abuf, ao - batch * n_in, batch, n_in)
+            r = ident
+            Z_prev = _mat(zbuf, ao - batch * n_in, batch, n_in)
+            D_prev = _mat(dbuf, ao - batch * n_in, batch, n_in)
+            if par[l, 1]:
+                backward_par(D, W, Z_prev, A_prev, hidden, m, D_prev)
+            else:
+                backward_ser(D, W, Z_prev, A_prev, hidden, m, D_prev)
+        b = theta[bo:bo + n_out]
+        gW = _mat(grad, wo, n_out, n_in)
+        gb = grad[bo:bo + n_out]
+        VW = _mat(vel, wo, n_out, n_in)
+        Vb = vel[bo:bo + n_out]
+        if par[l, 2]:
+            gradient_step_par(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
+                              decay, apply)
+        else:
+            gradient_step_ser(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
+                              decay, apply)
+
+
+@njit(**SERIAL)
+def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cost, par,
+                ident, zbuf, abuf, dbuf, sample_costs, lr, momentum, decay):
+    """One epoch of minibatch SGD over the examples in ``order`` (the caller shuffles).
+
+    Minibatches of ``batch`` examples, the last one partial, are read in place through
+    ``order``; each makes one step. Returns the float64 sum, in example order, of each
+    example's cost measured before its minibatch's step.
+    """
+    n = order.shape[0]
+    total = 0.0
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        rows = order[start:start + m]
+        forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, abuf)
+        backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost, par,
+                 ident, zbuf, abuf, dbuf, sample_costs, lr, momentum, decay, True)
+        for s in range(m):
+            total += sample_costs[s]
+    return total
