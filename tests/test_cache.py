@@ -91,3 +91,22 @@ def _cpu_ticks(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def test_parallel_and_serial_builds_have_their_own_cache_entries(tmp_path):
+    """Numba files a cached function by name and line, not by its compile options: the
+    parallel and serial builds of one kernel must not share an entry, or one would load
+    the other's machine code."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import fastbp.kernels as K\n"
+         "for n in ('forward', 'backward', 'gradient_step'):\n"
+         "    p, s = getattr(K, n + '_par'), getattr(K, n + '_ser')\n"
+         "    print(p._cache._cache_file._index_name, s._cache._cache_file._index_name,\n"
+         "          p.targetoptions.get('parallel'), s.targetoptions.get('parallel'))"],
+        env=_env(tmp_path), capture_output=True, text=True, check=True,
+    )
+    lines = probe.stdout.split("\n")[:3]
+    for line in lines:
+        par_index, ser_index, par_flag, ser_flag = line.split()
+        assert par_index != ser_index
+        assert par_flag == "True" and ser_flag in ("False", "None")

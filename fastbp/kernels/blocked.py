@@ -14,6 +14,7 @@ no minibatch is ever copied; deeper layers pass the identity.
 """
 
 import math
+import types
 
 import numpy as np
 from numba import njit, prange
@@ -200,12 +201,27 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
                 b[j] -= lr * gb[j]
 
 
-forward_par = njit(**PARALLEL)(_forward)
-forward_ser = njit(**SERIAL)(_forward)
-backward_par = njit(**PARALLEL)(_backward)
-backward_ser = njit(**SERIAL)(_backward)
-gradient_step_par = njit(**PARALLEL)(_gradient_step)
-gradient_step_ser = njit(**SERIAL)(_gradient_step)
+def _named(f, suffix):
+    """A copy of ``f`` under its own name.
+
+    Numba's disk cache files a compiled function under its module, qualified name and
+    first line, not its compile options: a parallel and a serial build of one function
+    would share one cache entry and load each other's machine code (the serial build
+    then launching parallel regions). Each build gets its own name instead.
+    """
+    g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + suffix, f.__defaults__,
+                           f.__closure__)
+    g.__qualname__ = f.__qualname__ + suffix
+    g.__doc__ = f.__doc__
+    return g
+
+
+forward_par = njit(**PARALLEL)(_named(_forward, "_par"))
+forward_ser = njit(**SERIAL)(_named(_forward, "_ser"))
+backward_par = njit(**PARALLEL)(_named(_backward, "_par"))
+backward_ser = njit(**SERIAL)(_named(_backward, "_ser"))
+gradient_step_par = njit(**PARALLEL)(_named(_gradient_step, "_par"))
+gradient_step_ser = njit(**SERIAL)(_named(_gradient_step, "_ser"))
 
 
 @njit(**SERIAL)
