@@ -13,7 +13,6 @@ from .._config import SERIAL
 from .codes import RELU, SIGMOID, TANH
 
 ZERO = np.float32(0.0)
-HALF = np.float32(0.5)
 ONE = np.float32(1.0)
 
 
