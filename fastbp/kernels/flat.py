@@ -42,6 +42,15 @@ def _mat(buf, off, rows, cols):
     return buf[off:off + rows * cols].reshape((rows, cols))
 
 
+@njit(inline="always", **SERIAL)
+def _layer_input(X, rows, abuf, ident, ao, batch, n_in, l):
+    """Layer l's input rows: the training set through ``rows`` for the first layer, the
+    previous layer's activations (just below layer l's block) for the others."""
+    if l == 0:
+        return X, rows
+    return _mat(abuf, ao - batch * n_in, batch, n_in), ident
+
+
 @njit(**SERIAL)
 def forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, abuf):
     """Feed examples ``X[rows[s]]``, s < m, through every layer into zbuf/abuf."""
@@ -54,12 +63,7 @@ def forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, a
         Z = _mat(zbuf, ao, batch, n_out)
         A = _mat(abuf, ao, batch, n_out)
         act = output if l == L - 1 else hidden
-        if l == 0:
-            A_prev = X
-            r = rows
-        else:
-            A_prev = _mat(abuf, ao - batch * n_in, batch, n_in)
-            r = ident
+        A_prev, r = _layer_input(X, rows, abuf, ident, ao, batch, n_in, l)
         if par[l, 0]:
             forward_par(A_prev, r, W, b, act, m, Z, A)
         else:
@@ -98,12 +102,8 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
         wo, bo, ao = _offsets(sizes, batch, l)
         W = _mat(theta, wo, n_out, n_in)
         D = _mat(dbuf, ao, batch, n_out)
-        if l == 0:
-            A_prev = X
-            r = rows
-        else:
-            A_prev = _mat(abuf, ao - batch * n_in, batch, n_in)
-            r = ident
+        A_prev, r = _layer_input(X, rows, abuf, ident, ao, batch, n_in, l)
+        if l > 0:
             Z_prev = _mat(zbuf, ao - batch * n_in, batch, n_in)
             D_prev = _mat(dbuf, ao - batch * n_in, batch, n_in)
             if par[l, 1]:
