@@ -72,7 +72,8 @@ def forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, a
 
 @njit(**SERIAL)
 def costs(sizes, Y, rows, m, batch, output, cost, zbuf, abuf, dbuf, out):
-    """After :func:`forward`: the cost C_x of each of the m examples into ``out``."""
+    """After :func:`forward`: the cost C_x of each of the m examples into ``out``, and
+    BP1's δ^L into the output layer's block of ``dbuf``."""
     L = sizes.shape[0] - 1
     o = _offsets(sizes, batch, L - 1)[2]
     n_L = sizes[L]
@@ -89,12 +90,7 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
     the output down, each layer's SGD step applied (when ``apply``) right after its δ has
     been carried below it. ``grad`` receives the minibatch's mean gradients."""
     L = sizes.shape[0] - 1
-    o = _offsets(sizes, batch, L - 1)[2]
-    n_L = sizes[L]
-    output_delta_cost(
-        _mat(abuf, o, batch, n_L), _mat(zbuf, o, batch, n_L), Y, rows, output, cost, m,
-        _mat(dbuf, o, batch, n_L), sample_costs,
-    )
+    costs(sizes, Y, rows, m, batch, output, cost, zbuf, abuf, dbuf, sample_costs)
     real = theta.dtype.type
     scale = real(1.0) / real(m)
     for l in range(L - 1, -1, -1):
