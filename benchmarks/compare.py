@@ -419,6 +419,12 @@ def machine_lines(threads, xla_note):
 # --- timing -----------------------------------------------------------------------------
 
 
+#: Seconds of rest before each timed epoch. Thread pools (OpenMP's, OpenBLAS's, XLA's)
+#: spin for a while after their last task; on two cores a pool still spinning from the
+#: previous implementation would starve the next one.
+SETTLE = 0.3
+
+
 def measure_workload(workload, dtype, threads, repeat, quick):
     """Seconds per epoch of every implementation on one workload and dtype.
 
@@ -443,6 +449,7 @@ def measure_workload(workload, dtype, threads, repeat, quick):
     running = list(impls)
 
     def attempt(impl, timed):
+        time.sleep(SETTLE)  # let the previous implementation's idle threads stop spinning
         try:
             start = time.perf_counter()
             impl.epoch()

@@ -163,10 +163,12 @@ def test_softmax_cross_entropy_delta_with_unnormalised_targets(rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["sigmoid", "relu", "tanh", "identity"])
 @pytest.mark.parametrize("m", [7, 8, 1])
-def test_backward(act, dtype, parallel, m, rng):
-    """BP2 for each activation of the lower layer; blocks of four examples and the rest."""
-    D = rng.normal(0, 1, (m, 5)).astype(dtype)
-    W = rng.normal(0, 1, (5, 6)).astype(dtype)
+@pytest.mark.parametrize("n_out", [5, 8, 3])
+def test_backward(act, dtype, parallel, m, n_out, rng):
+    """BP2 for each activation of the lower layer; blocks of four examples × four
+    neurons, and the examples and neurons left over."""
+    D = rng.normal(0, 1, (m, n_out)).astype(dtype)
+    W = rng.normal(0, 1, (n_out, 6)).astype(dtype)
     Zp = rng.normal(0, 1, (m, 6)).astype(dtype)
     Ap = R.ACTIVATIONS[act](Zp.astype(float)).astype(dtype)
     Dp = np.empty((m, 6), dtype)
@@ -183,16 +185,18 @@ def test_backward(act, dtype, parallel, m, rng):
 @pytest.mark.parametrize("momentum,decay,apply", [
     (0.0, 0.0, False), (0.0, 0.0, True), (0.0, 0.01, True), (0.9, 0.0, True), (0.5, 0.01, True),
 ])
-def test_gradient_step(momentum, decay, apply, m, dtype, parallel, rng):
-    """BP3/BP4 averaged over m examples read through ``rows``, then the SGD step."""
-    D = rng.normal(0, 1, (m + 2, 4)).astype(dtype)
+@pytest.mark.parametrize("n_out", [4, 7])
+def test_gradient_step(momentum, decay, apply, m, n_out, dtype, parallel, rng):
+    """BP3/BP4 averaged over m examples read through ``rows``, then the SGD step; rows
+    of W in blocks of four and the rows left over."""
+    D = rng.normal(0, 1, (m + 2, n_out)).astype(dtype)
     src = rng.normal(0, 1, (11, 6)).astype(dtype)
     rows = _rows(rng, 11, m)
-    W = rng.normal(0, 1, (4, 6)).astype(dtype)
-    b = rng.normal(0, 1, 4).astype(dtype)
-    VW = rng.normal(0, 1, (4, 6)).astype(dtype)
-    Vb = rng.normal(0, 1, 4).astype(dtype)
-    gW, gb = np.empty((4, 6), dtype), np.empty(4, dtype)
+    W = rng.normal(0, 1, (n_out, 6)).astype(dtype)
+    b = rng.normal(0, 1, n_out).astype(dtype)
+    VW = rng.normal(0, 1, (n_out, 6)).astype(dtype)
+    Vb = rng.normal(0, 1, n_out).astype(dtype)
+    gW, gb = np.empty((n_out, 6), dtype), np.empty(n_out, dtype)
     real = np.dtype(dtype).type
     w, bb, vw, vb = (x.astype(float) for x in (W, b, VW, Vb))
     step = K.gradient_step_par if parallel else K.gradient_step_ser

@@ -113,36 +113,78 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
 def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     """BP2: δ^{l-1}_k = (Σ_j w^l_jk δ^l_j) σ'(z^{l-1}_k) for m examples.
 
-    Blocks of 4 examples (split among threads): each row W[j, :] is loaded once and
-    added, times δ_j of each example, to the four contiguous rows of δ^{l-1}. The sum over
-    j runs in ascending order for every element.
+    Blocks of 4 examples (split among threads) × 4 neurons j: per vector of k, four rows
+    of W and the four contiguous rows of δ^{l-1} are loaded and sixteen multiply-adds
+    issued. Each element sums its blocks of four j in ascending order, then any last
+    neurons one at a time.
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
+    j_full = n_out - n_out % 4
     for sb in prange((m + 3) // 4):
         s0 = 4 * sb
         if s0 + 4 <= m:
+            s1 = s0 + 1
+            s2 = s0 + 2
+            s3 = s0 + 3
             for k in range(n_in):
                 D_prev[s0, k] = zero
-                D_prev[s0 + 1, k] = zero
-                D_prev[s0 + 2, k] = zero
-                D_prev[s0 + 3, k] = zero
-            for j in range(n_out):
+                D_prev[s1, k] = zero
+                D_prev[s2, k] = zero
+                D_prev[s3, k] = zero
+            for j0 in range(0, j_full, 4):
+                j1 = j0 + 1
+                j2 = j0 + 2
+                j3 = j0 + 3
+                d00 = D[s0, j0]
+                d01 = D[s0, j1]
+                d02 = D[s0, j2]
+                d03 = D[s0, j3]
+                d10 = D[s1, j0]
+                d11 = D[s1, j1]
+                d12 = D[s1, j2]
+                d13 = D[s1, j3]
+                d20 = D[s2, j0]
+                d21 = D[s2, j1]
+                d22 = D[s2, j2]
+                d23 = D[s2, j3]
+                d30 = D[s3, j0]
+                d31 = D[s3, j1]
+                d32 = D[s3, j2]
+                d33 = D[s3, j3]
+                for k in range(n_in):
+                    w0 = W[j0, k]
+                    w1 = W[j1, k]
+                    w2 = W[j2, k]
+                    w3 = W[j3, k]
+                    D_prev[s0, k] += (w0 * d00 + w1 * d01) + (w2 * d02 + w3 * d03)
+                    D_prev[s1, k] += (w0 * d10 + w1 * d11) + (w2 * d12 + w3 * d13)
+                    D_prev[s2, k] += (w0 * d20 + w1 * d21) + (w2 * d22 + w3 * d23)
+                    D_prev[s3, k] += (w0 * d30 + w1 * d31) + (w2 * d32 + w3 * d33)
+            for j in range(j_full, n_out):
                 d0 = D[s0, j]
-                d1 = D[s0 + 1, j]
-                d2 = D[s0 + 2, j]
-                d3 = D[s0 + 3, j]
+                d1 = D[s1, j]
+                d2 = D[s2, j]
+                d3 = D[s3, j]
                 for k in range(n_in):
                     w = W[j, k]
                     D_prev[s0, k] += w * d0
-                    D_prev[s0 + 1, k] += w * d1
-                    D_prev[s0 + 2, k] += w * d2
-                    D_prev[s0 + 3, k] += w * d3
+                    D_prev[s1, k] += w * d1
+                    D_prev[s2, k] += w * d2
+                    D_prev[s3, k] += w * d3
         else:
             for s in range(s0, m):
                 for k in range(n_in):
                     D_prev[s, k] = zero
-                for j in range(n_out):
+                for j0 in range(0, j_full, 4):
+                    d0 = D[s, j0]
+                    d1 = D[s, j0 + 1]
+                    d2 = D[s, j0 + 2]
+                    d3 = D[s, j0 + 3]
+                    for k in range(n_in):
+                        D_prev[s, k] += (W[j0, k] * d0 + W[j0 + 1, k] * d1) + (
+                            W[j0 + 2, k] * d2 + W[j0 + 3, k] * d3)
+                for j in range(j_full, n_out):
                     d = D[s, j]
                     for k in range(n_in):
                         D_prev[s, k] += W[j, k] * d
@@ -151,54 +193,125 @@ def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
                 D_prev[s, k] *= derivative(act_prev, Z_prev[s, k], A_prev[s, k])
 
 
+@njit(inline="always", **SERIAL)
+def _gradient_rows4(D, A_prev, rows, m, gW, j0, n_in, zero):
+    """Σ_s δ_sj a_{rows[s],k} into the four rows j0..j0+3 of gW.
+
+    The examples are taken four at a time: per vector of k, four input rows and the four
+    gradient rows are loaded and sixteen multiply-adds issued. Each element sums its
+    blocks of four examples in ascending order, as :func:`_gradient_row` does.
+    """
+    j1 = j0 + 1
+    j2 = j0 + 2
+    j3 = j0 + 3
+    for k in range(n_in):
+        gW[j0, k] = zero
+        gW[j1, k] = zero
+        gW[j2, k] = zero
+        gW[j3, k] = zero
+    for s0 in range(0, m, 4):
+        s1 = min(s0 + 1, m - 1)
+        s2 = min(s0 + 2, m - 1)
+        s3 = min(s0 + 3, m - 1)
+        e1 = s0 + 1 < m
+        e2 = s0 + 2 < m
+        e3 = s0 + 3 < m
+        d00 = D[s0, j0]
+        d01 = D[s1, j0] if e1 else zero
+        d02 = D[s2, j0] if e2 else zero
+        d03 = D[s3, j0] if e3 else zero
+        d10 = D[s0, j1]
+        d11 = D[s1, j1] if e1 else zero
+        d12 = D[s2, j1] if e2 else zero
+        d13 = D[s3, j1] if e3 else zero
+        d20 = D[s0, j2]
+        d21 = D[s1, j2] if e1 else zero
+        d22 = D[s2, j2] if e2 else zero
+        d23 = D[s3, j2] if e3 else zero
+        d30 = D[s0, j3]
+        d31 = D[s1, j3] if e1 else zero
+        d32 = D[s2, j3] if e2 else zero
+        d33 = D[s3, j3] if e3 else zero
+        r0 = rows[s0]
+        r1 = rows[s1]
+        r2 = rows[s2]
+        r3 = rows[s3]
+        for k in range(n_in):
+            a0 = A_prev[r0, k]
+            a1 = A_prev[r1, k]
+            a2 = A_prev[r2, k]
+            a3 = A_prev[r3, k]
+            gW[j0, k] += (d00 * a0 + d01 * a1) + (d02 * a2 + d03 * a3)
+            gW[j1, k] += (d10 * a0 + d11 * a1) + (d12 * a2 + d13 * a3)
+            gW[j2, k] += (d20 * a0 + d21 * a1) + (d22 * a2 + d23 * a3)
+            gW[j3, k] += (d30 * a0 + d31 * a1) + (d32 * a2 + d33 * a3)
+
+
+@njit(inline="always", **SERIAL)
+def _gradient_row(D, A_prev, rows, m, gW, j, n_in, zero):
+    """Σ_s δ_sj a_{rows[s],k} into row j of gW, the examples four at a time."""
+    for k in range(n_in):
+        gW[j, k] = zero
+    for s0 in range(0, m, 4):
+        s1 = min(s0 + 1, m - 1)
+        s2 = min(s0 + 2, m - 1)
+        s3 = min(s0 + 3, m - 1)
+        d0 = D[s0, j]
+        d1 = D[s1, j] if s0 + 1 < m else zero
+        d2 = D[s2, j] if s0 + 2 < m else zero
+        d3 = D[s3, j] if s0 + 3 < m else zero
+        r0 = rows[s0]
+        r1 = rows[s1]
+        r2 = rows[s2]
+        r3 = rows[s3]
+        for k in range(n_in):
+            gW[j, k] += (d0 * A_prev[r0, k] + d1 * A_prev[r1, k]) + (
+                d2 * A_prev[r2, k] + d3 * A_prev[r3, k])
+
+
 def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
                    apply):
     """BP3/BP4 averaged over m examples and, when ``apply``, the SGD step of the layer.
 
     ∂C/∂w_jk = scale Σ_s δ_sj a_{rows[s],k}, ∂C/∂b_j = scale Σ_s δ_sj (scale = 1/m).
-    Threads split the neurons j; for one row the examples are taken four at a time, each
-    pass adding four scaled input rows to the contiguous gradient row, which stays in
-    cache while the step is applied to W[j, :] right after (g = ∂C/∂w + λw, then
+    Threads split the neurons j in blocks of four rows, whose gradient rows stay in
+    cache while the step is applied to W right after (g = ∂C/∂w + λw, then
     w := w - ηg, or with momentum v := μv - ηg, w := w + v; biases are not decayed).
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
-    for j in prange(n_out):
-        for k in range(n_in):
-            gW[j, k] = zero
-        sb = zero
-        for s0 in range(0, m, 4):
-            s1 = min(s0 + 1, m - 1)
-            s2 = min(s0 + 2, m - 1)
-            s3 = min(s0 + 3, m - 1)
-            d0 = D[s0, j]
-            d1 = D[s1, j] if s0 + 1 < m else zero
-            d2 = D[s2, j] if s0 + 2 < m else zero
-            d3 = D[s3, j] if s0 + 3 < m else zero
-            sb += (d0 + d1) + (d2 + d3)
-            r0 = rows[s0]
-            r1 = rows[s1]
-            r2 = rows[s2]
-            r3 = rows[s3]
+    for jb in prange((n_out + 3) // 4):
+        j0 = 4 * jb
+        j_end = min(j0 + 4, n_out)
+        if j_end - j0 == 4:
+            _gradient_rows4(D, A_prev, rows, m, gW, j0, n_in, zero)
+        else:
+            for j in range(j0, j_end):
+                _gradient_row(D, A_prev, rows, m, gW, j, n_in, zero)
+        for j in range(j0, j_end):
+            sb = zero
+            for s0 in range(0, m, 4):
+                d0 = D[s0, j]
+                d1 = D[s0 + 1, j] if s0 + 1 < m else zero
+                d2 = D[s0 + 2, j] if s0 + 2 < m else zero
+                d3 = D[s0 + 3, j] if s0 + 3 < m else zero
+                sb += (d0 + d1) + (d2 + d3)
+            gb[j] = sb * scale
             for k in range(n_in):
-                gW[j, k] += (d0 * A_prev[r0, k] + d1 * A_prev[r1, k]) + (
-                    d2 * A_prev[r2, k] + d3 * A_prev[r3, k])
-        gb[j] = sb * scale
-        for k in range(n_in):
-            gW[j, k] *= scale
-        if apply:
-            if momentum != zero:
-                for k in range(n_in):
-                    v = momentum * VW[j, k] - lr * (gW[j, k] + decay * W[j, k])
-                    VW[j, k] = v
-                    W[j, k] += v
-                v = momentum * Vb[j] - lr * gb[j]
-                Vb[j] = v
-                b[j] += v
-            else:
-                for k in range(n_in):
-                    W[j, k] -= lr * (gW[j, k] + decay * W[j, k])
-                b[j] -= lr * gb[j]
+                gW[j, k] *= scale
+            if apply:
+                if momentum != zero:
+                    for k in range(n_in):
+                        v = momentum * VW[j, k] - lr * (gW[j, k] + decay * W[j, k])
+                        VW[j, k] = v
+                        W[j, k] += v
+                    v = momentum * Vb[j] - lr * gb[j]
+                    Vb[j] = v
+                    b[j] += v
+                else:
+                    for k in range(n_in):
+                        W[j, k] -= lr * (gW[j, k] + decay * W[j, k])
+                    b[j] -= lr * gb[j]
 
 
 def _named(f, suffix):

@@ -1,0 +1,138 @@
+"""fastbp's matrix-shaped kernels beside OpenBLAS's GEMM on the same shapes.
+
+For every layer of the selected workloads, at the workload's minibatch size, this times
+the three kernels of a training step and the NumPy (OpenBLAS) product doing the same
+multiply-adds:
+
+- forward:  z = a W^T + b, σ(z)            against ``A @ W.T``
+- backward: δ^{l-1} = (δ W) ⊙ σ'(z^{l-1})  against ``D @ W``   (every layer but the first)
+- gradient: ∂C/∂W = δ^T a / m and the SGD step applied to W, b
+                                           against ``D.T @ A``
+
+The fastbp kernels do a little more than the product (the activation, σ', the bias and
+the update), which is counted against them. Prints the median time of each, GFLOP/s
+(2 × multiply-adds / time) and fastbp's rate as a fraction of OpenBLAS's, alternating
+the two so that both see the same machine state. Run one benchmark at a time.
+
+    python benchmarks/gemm.py --workloads W4-b32,W5 --dtypes float32
+"""
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import workloads as wl  # noqa: E402
+from fastbp import kernels  # noqa: E402
+from fastbp._config import PARALLEL_MIN_WORK, launch  # noqa: E402
+from fastbp.kernels import codes  # noqa: E402
+
+
+#: Seconds of rest before each timing, for the other library's idle threads to stop
+#: spinning (OpenBLAS and OpenMP workers spin for a while after a call, and on two
+#: cores a spinning pool starves the other one).
+SETTLE = 0.2
+
+
+def _median_time(fn, min_time):
+    """Median seconds of one call, over at least 5 calls and about ``min_time`` seconds."""
+    time.sleep(SETTLE)
+    fn()
+    times = []
+    t_end = time.perf_counter() + min_time
+    while len(times) < 5 or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _inner(fn, reps):
+    def run():
+        for _ in range(reps):
+            fn()
+    return run
+
+
+def layer_cases(w, dtype, rng):
+    """(layer, kernel name, fastbp call, NumPy call, multiply-adds) for one workload."""
+    m = w.batch
+    act = codes.ACTIVATION_CODES[w.hidden]
+    real = np.dtype(dtype).type
+    rows = np.arange(m, dtype=np.int64)
+    for l, (n_in, n_out) in enumerate(zip(w.sizes[:-1], w.sizes[1:])):
+        big = m * n_out * n_in >= PARALLEL_MIN_WORK
+        A = rng.random((m, n_in)).astype(dtype)
+        W = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(dtype)
+        b = np.zeros(n_out, dtype)
+        Z = np.empty((m, n_out), dtype)
+        Aout = np.empty((m, n_out), dtype)
+        D = rng.standard_normal((m, n_out)).astype(dtype)
+        Zp = rng.standard_normal((m, n_in)).astype(dtype)
+        Dp = np.empty((m, n_in), dtype)
+        gW = np.empty_like(W)
+        gb = np.empty_like(b)
+        VW = np.zeros_like(W)
+        Vb = np.zeros_like(b)
+        outs = (np.empty((m, n_out), dtype), np.empty((m, n_in), dtype),
+                np.empty((n_out, n_in), dtype))
+        mads = m * n_out * n_in
+        fwd = kernels.forward_par if big and n_out > 4 else kernels.forward_ser
+        bwd = kernels.backward_par if big and m > 4 else kernels.backward_ser
+        grd = kernels.gradient_step_par if big and n_out > 1 else kernels.gradient_step_ser
+        yield (l, "forward", lambda: fwd(A, rows, W, b, act, m, Z, Aout),
+               lambda: np.dot(A, W.T, out=outs[0]), mads)
+        if l > 0:
+            yield (l, "backward", lambda: bwd(D, W, Zp, A, act, m, Dp),
+                   lambda: np.dot(D, W, out=outs[1]), mads)
+        yield (l, "gradient", lambda: grd(D, A, rows, m, real(1 / m), W, b, gW, gb, VW, Vb,
+                                          real(1e-9), real(0), real(0), True),
+               lambda: np.dot(D.T, A, out=outs[2]), mads)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workloads", default="W1,W2,W4-b10,W4-b32,W4-b100,W5")
+    parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--min-time", type=float, default=0.3,
+                        help="seconds spent timing each kernel (default 0.3)")
+    args = parser.parse_args(argv)
+    print(f"# {platform.processor() or platform.machine()}, "
+          f"{numba.config.NUMBA_NUM_THREADS} threads, numba {numba.__version__}, "
+          f"numpy {np.__version__}")
+    print(f"{'workload':8} {'dtype':7} {'layer':>5} {'kernel':8} {'fastbp µs':>10} "
+          f"{'BLAS µs':>9} {'fastbp GF/s':>11} {'BLAS GF/s':>9} {'ratio':>6}")
+    rng = np.random.default_rng(0)
+    quarter = args.min_time / 4
+    totals = {}
+    with launch():
+        for w in wl.select(args.workloads):
+            for dtype in args.dtypes.split(","):
+                for l, name, ours, blas, mads in layer_cases(w, dtype, rng):
+                    reps = max(1, int(2e6 // mads))
+                    # alternate, twice each; the lower median of each counts
+                    t_ours = t_blas = float("inf")
+                    for _ in range(2):
+                        t_ours = min(t_ours, _median_time(_inner(ours, reps), quarter) / reps)
+                        t_blas = min(t_blas, _median_time(_inner(blas, reps), quarter) / reps)
+                    gf_o, gf_b = 2 * mads / t_ours / 1e9, 2 * mads / t_blas / 1e9
+                    key = (w.name, dtype)
+                    a, b = totals.get(key, (0.0, 0.0))
+                    totals[key] = (a + t_ours, b + t_blas)
+                    print(f"{w.name:8} {dtype:7} {l + 1:>5} {name:8} {t_ours * 1e6:10.2f} "
+                          f"{t_blas * 1e6:9.2f} {gf_o:11.1f} {gf_b:9.1f} {gf_b and gf_o / gf_b:6.2f}")
+    print("\nper workload, all three kernels of every layer (BLAS time / fastbp time):")
+    for (name, dtype), (a, b) in totals.items():
+        print(f"{name:8} {dtype:7} fastbp {a * 1e6:9.1f} µs  BLAS {b * 1e6:9.1f} µs  "
+              f"ratio {b / a:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
