@@ -101,6 +101,7 @@ class Impl:
 
 class Fastbp(Impl):
     name = "fastbp"
+    key = "fastbp"
 
     def setup(self, X, Y, labels):
         w = self.w
@@ -125,6 +126,7 @@ class Fastbp(Impl):
 
 class Reference(Impl):
     name = "numpy reference"
+    key = "reference"
 
     def setup(self, X, Y, labels):
         self.X, self.Y = X, Y
@@ -142,6 +144,7 @@ class Reference(Impl):
 
 class Torch(Impl):
     name = "PyTorch eager"
+    key = "torch"
     module = "torch"
 
     def setup(self, X, Y, labels):
@@ -242,6 +245,7 @@ def _jax_sgd(w):
 
 class JaxStep(Impl):
     name = "JAX jit step"
+    key = "jax-step"
     module = "jax"
 
     def setup(self, X, Y, labels):
@@ -267,6 +271,7 @@ class JaxStep(Impl):
 
 class JaxScan(JaxStep):
     name = "JAX scan epoch"
+    key = "jax-scan"
 
     def setup(self, X, Y, labels):
         super().setup(X, Y, labels)
@@ -295,6 +300,7 @@ class JaxScan(JaxStep):
 
 class Sklearn(Impl):
     name = "scikit-learn"
+    key = "sklearn"
     module = "sklearn"
     ACTIVATIONS = {"sigmoid": "logistic", "relu": "relu", "tanh": "tanh",
                    "identity": "identity"}
@@ -425,7 +431,7 @@ def machine_lines(threads, xla_note):
 SETTLE = 0.3
 
 
-def measure_workload(workload, dtype, threads, repeat, quick):
+def measure_workload(workload, dtype, threads, repeat, quick, classes=None):
     """Seconds per epoch of every implementation on one workload and dtype.
 
     Returns
@@ -439,7 +445,8 @@ def measure_workload(workload, dtype, threads, repeat, quick):
     net = workload.network(dtype)
     weights, biases = net.weights, net.biases
     impls, notes = [], {}
-    for cls in IMPLEMENTATIONS:
+    classes = IMPLEMENTATIONS if classes is None else classes
+    for cls in classes:
         got = build(cls, workload, dtype, threads, X, Y, labels, weights, biases)
         if isinstance(got, str):
             notes[cls.name] = got
@@ -470,7 +477,7 @@ def measure_workload(workload, dtype, threads, repeat, quick):
             if impl in running:
                 attempt(impl, timed=True)
     rows = []
-    for cls in IMPLEMENTATIONS:
+    for cls in classes:
         samples = times.get(cls.name)
         if cls.name in notes or not samples:
             rows.append((cls.name, None, notes.get(cls.name, "no samples")))
@@ -582,6 +589,9 @@ def parse_args(argv=None):
     p.add_argument("--workloads", default=None,
                    help=f"comma-separated names or families (default all: {', '.join(wl.NAMES)})")
     p.add_argument("--dtypes", default="float32,float64")
+    keys = [cls.key for cls in IMPLEMENTATIONS]
+    p.add_argument("--impls", default=",".join(keys),
+                   help=f"comma-separated implementations to time (default all: {','.join(keys)})")
     p.add_argument("--repeat", type=int, default=5, help="timed epochs per implementation")
     p.add_argument("--threads", type=int, default=numba.config.NUMBA_NUM_THREADS,
                    help="threads for every implementation (default: NUMBA_NUM_THREADS)")
@@ -596,6 +606,10 @@ def parse_args(argv=None):
     for d in args.dtypes:
         if d not in wl.DTYPES:
             p.error(f"unknown dtype {d!r}; choose among {', '.join(wl.DTYPES)}")
+    args.impls = [k.strip() for k in args.impls.split(",") if k.strip()]
+    for k in args.impls:
+        if k not in keys:
+            p.error(f"unknown implementation {k!r}; choose among {', '.join(keys)}")
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
     limit = numba.config.NUMBA_NUM_THREADS
@@ -634,7 +648,8 @@ def main(argv=None):
         for w in args.workloads:
             for dtype in args.dtypes:
                 print(f"timing {w.name} {dtype} ...", file=sys.stderr, flush=True)
-                n, rows = measure_workload(w, dtype, threads, args.repeat, args.quick)
+                classes = [cls for cls in IMPLEMENTATIONS if cls.key in args.impls]
+                n, rows = measure_workload(w, dtype, threads, args.repeat, args.quick, classes)
                 results.append((w, dtype, n, rows))
         table = markdown(results, threads, args.repeat)
     print("## Seconds per epoch\n")

@@ -12,8 +12,9 @@ import numpy as np
 
 from . import _validation as v
 from . import kernels
+from . import _config
 from ._config import PARALLEL_MIN_WORK, launch
-from .kernels import flat
+from .kernels import flat, tiny
 
 #: Rows fed forward at once by forward/cost/evaluate/predict: bounds their memory.
 CHUNK = 4096
@@ -449,6 +450,9 @@ class Network:
         batch = min(batch_size, n)
         real = np.dtype(self.dtype).type
         sizes, par, ident, (zbuf, abuf, dbuf) = self._kernel_args(batch)
+        # a tiny network trains faster in one scalar loop (see fastbp.kernels.tiny)
+        small = batch * sum(a * b for a, b in zip(self.sizes, self.sizes[1:])) <= (
+            _config.TINY_MAX_WORK)
         grad = np.empty_like(self._theta)
         if momentum > 0 and self._vel is None:
             self._vel = np.zeros_like(self._theta)
@@ -473,11 +477,18 @@ class Network:
                 for p, s in zip(state, snapshot):
                     np.copyto(s, p)
                 with launch():
-                    total = flat.train_epoch(
-                        self._theta, grad, vel, sizes, X, Y, order, batch, hidden, output,
-                        cost, par, ident, zbuf, abuf, dbuf, costs, real(lr), real(momentum),
-                        real(weight_decay),
-                    )
+                    if small:
+                        total = tiny.train_epoch(
+                            self._theta, grad, vel, sizes, X, Y, order, batch, hidden,
+                            output, cost, zbuf, abuf, dbuf, costs, real(lr), real(momentum),
+                            real(weight_decay),
+                        )
+                    else:
+                        total = flat.train_epoch(
+                            self._theta, grad, vel, sizes, X, Y, order, batch, hidden,
+                            output, cost, par, ident, zbuf, abuf, dbuf, costs, real(lr),
+                            real(momentum), real(weight_decay),
+                        )
                 train_cost = total / n
                 # Each cost is measured before its step, so the last step of an epoch
                 # can overflow the parameters under a finite cost: check them too.

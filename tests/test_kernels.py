@@ -80,8 +80,12 @@ def test_network_matches_reference(shape_name, output, cost, hidden, batch, dtyp
 @pytest.mark.parametrize("hidden", HIDDEN)
 @pytest.mark.parametrize("output,cost", OUTPUT_COST)
 @pytest.mark.parametrize("momentum,decay", [(0.0, 0.0), (0.9, 1e-3)])
-def test_sgd_epoch_matches_reference(output, cost, hidden, dtype, momentum, decay):
-    """An epoch of 34 examples in batches of 8 (the last one partial), shuffled."""
+@pytest.mark.parametrize("path", ["tiny", "blocked"])
+def test_sgd_epoch_matches_reference(output, cost, hidden, dtype, momentum, decay, path,
+                                     monkeypatch):
+    """An epoch of 34 examples in batches of 8 (the last one partial), shuffled, through
+    the scalar loop for tiny networks and through the blocked layer kernels."""
+    monkeypatch.setattr(fastbp._config, "TINY_MAX_WORK", 10**9 if path == "tiny" else 0)
     sizes = [7, 5, 4, 3]
     net, X, Y, W64, b64 = _setup(sizes, hidden, output, cost, dtype, 34, seed=3)
     order = np.random.default_rng(99).permutation(34)
@@ -103,6 +107,28 @@ def test_sgd_epoch_matches_reference(output, cost, hidden, dtype, momentum, deca
                      magnitude=np.abs(W64[i]).max())
         assert_close(net.biases[i], b64[i], dtype, f"b layer {i}",
                      magnitude=max(np.abs(b64[i]).max(), np.abs(W64[i]).max()))
+
+
+@pytest.mark.parametrize("sizes,batch,expected", [
+    ([4, 4, 4, 1], 4, "tiny"),  # 4 x 36 multiply-adds per minibatch
+    ([4, 4, 4, 1], 64, "flat"),  # 64 x 36
+    ([30, 20, 3], 1, "flat"),  # 660
+])
+def test_training_path_follows_the_work_per_minibatch(sizes, batch, expected, monkeypatch):
+    """fit trains through the scalar loop exactly when a minibatch's forward pass costs
+    at most TINY_MAX_WORK multiply-adds, and through the layer kernels otherwise."""
+    monkeypatch.setattr(fastbp._config, "TINY_MAX_WORK", 600)
+    calls = []
+    for name in ("tiny", "flat"):
+        module = getattr(K, name)
+        real = module.train_epoch
+        monkeypatch.setattr(module, "train_epoch",
+                            lambda *a, _n=name, _f=real: calls.append(_n) or _f(*a))
+    rng = np.random.default_rng(0)
+    net = fastbp.Network(sizes, seed=0)
+    net.fit(rng.normal(size=(70, sizes[0])), rng.uniform(size=(70, sizes[-1])), epochs=2,
+            batch_size=batch, lr=0.1, progress=False)
+    assert calls == [expected, expected]
 
 
 # --- the layer kernels one by one, parallel and serial builds -----------------------------

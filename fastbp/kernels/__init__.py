@@ -16,7 +16,7 @@ from .._config import kernel_cache, lock_cache_writes
 
 # Numba fixes a kernel's cache location when it is decorated.
 with kernel_cache():
-    from . import blocked, flat, layers
+    from . import blocked, flat, layers, tiny
     from .blocked import (
         backward_par,
         backward_ser,
@@ -38,7 +38,7 @@ with kernel_cache():
         TANH,
     )
 
-for _module in (layers, blocked, flat):
+for _module in (layers, blocked, flat, tiny):
     for _name in dir(_module):
         if hasattr(getattr(_module, _name), "py_func"):
             lock_cache_writes(getattr(_module, _name))
@@ -61,4 +61,5 @@ __all__ = [
     "gradient_step_par",
     "gradient_step_ser",
     "output_delta_cost",
+    "tiny",
 ]
