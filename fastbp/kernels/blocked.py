@@ -69,42 +69,68 @@ def _dot4x4(W, A, j0, j1, j2, j3, r0, r1, r2, r3, n, zero):
 
 
 @njit(inline="always", **SERIAL)
-def _put(Z, A, act, b, s, j, m, n_out, acc):
-    """Store z = acc + b_j (and a = σ(z)) when (s, j) lies inside the layer."""
-    if s < m and j < n_out:
-        z = acc + b[j]
-        Z[s, j] = z
-        if act != SOFTMAX:
-            A[s, j] = activate(act, z)
+def _dot(W, A, j, r, n, zero):
+    """W[j, :] · A[r, :], for the neurons and examples left over by the 4 × 4 blocks."""
+    c = zero
+    for k in range(n):
+        c += W[j, k] * A[r, k]
+    return c
+
+
+@njit(inline="always", **SERIAL)
+def _put(Z, A, act, b, s, j, acc):
+    """Store z = acc + b_j and, but for softmax, a = σ(z)."""
+    z = acc + b[j]
+    Z[s, j] = z
+    if act != SOFTMAX:
+        A[s, j] = activate(act, z)
 
 
 def _forward(A_prev, rows, W, b, act, m, Z, A):
     """z^l_j = Σ_k w^l_jk a^{l-1}_k + b^l_j and a^l = σ(z^l) for m examples.
 
-    Blocks of 4 neurons j (split among threads) × 4 examples; the edges of the layer
-    reuse the last valid row or example for the spare accumulators and do not store them.
-    Example s reads its input row ``A_prev[rows[s]]``. Softmax normalises whole rows
-    afterwards.
+    Blocks of 4 neurons j (split among threads) × 4 examples, each stored element by
+    element (the sixteen sums stay in registers); the examples and neurons left over take
+    one dot product each. Example s reads its input row ``A_prev[rows[s]]``. Softmax
+    normalises whole rows afterwards.
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
+    m_full = m - m % 4
     for jb in prange((n_out + 3) // 4):
         j0 = 4 * jb
-        j1 = min(j0 + 1, n_out - 1)
-        j2 = min(j0 + 2, n_out - 1)
-        j3 = min(j0 + 3, n_out - 1)
-        for s0 in range(0, m, 4):
-            r0 = rows[s0]
-            r1 = rows[min(s0 + 1, m - 1)]
-            r2 = rows[min(s0 + 2, m - 1)]
-            r3 = rows[min(s0 + 3, m - 1)]
-            c = _dot4x4(W, A_prev, j0, j1, j2, j3, r0, r1, r2, r3, n_in, zero)
-            for jr in range(4):
-                j = j0 + jr
-                _put(Z, A, act, b, s0, j, m, n_out, c[4 * jr])
-                _put(Z, A, act, b, s0 + 1, j, m, n_out, c[4 * jr + 1])
-                _put(Z, A, act, b, s0 + 2, j, m, n_out, c[4 * jr + 2])
-                _put(Z, A, act, b, s0 + 3, j, m, n_out, c[4 * jr + 3])
+        if j0 + 4 <= n_out:
+            j1 = j0 + 1
+            j2 = j0 + 2
+            j3 = j0 + 3
+            for s0 in range(0, m_full, 4):
+                s1 = s0 + 1
+                s2 = s0 + 2
+                s3 = s0 + 3
+                c = _dot4x4(W, A_prev, j0, j1, j2, j3, rows[s0], rows[s1], rows[s2],
+                            rows[s3], n_in, zero)
+                _put(Z, A, act, b, s0, j0, c[0])
+                _put(Z, A, act, b, s1, j0, c[1])
+                _put(Z, A, act, b, s2, j0, c[2])
+                _put(Z, A, act, b, s3, j0, c[3])
+                _put(Z, A, act, b, s0, j1, c[4])
+                _put(Z, A, act, b, s1, j1, c[5])
+                _put(Z, A, act, b, s2, j1, c[6])
+                _put(Z, A, act, b, s3, j1, c[7])
+                _put(Z, A, act, b, s0, j2, c[8])
+                _put(Z, A, act, b, s1, j2, c[9])
+                _put(Z, A, act, b, s2, j2, c[10])
+                _put(Z, A, act, b, s3, j2, c[11])
+                _put(Z, A, act, b, s0, j3, c[12])
+                _put(Z, A, act, b, s1, j3, c[13])
+                _put(Z, A, act, b, s2, j3, c[14])
+                _put(Z, A, act, b, s3, j3, c[15])
+            s_rest = m_full
+        else:
+            s_rest = 0
+        for s in range(s_rest, m):
+            for j in range(j0, min(j0 + 4, n_out)):
+                _put(Z, A, act, b, s, j, _dot(W, A_prev, j, rows[s], n_in, zero))
     if act == SOFTMAX:
         for s in prange(m):
             softmax_row(Z[s], A[s], n_out)
@@ -194,8 +220,8 @@ def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
 
 
 @njit(inline="always", **SERIAL)
-def _gradient_rows4(D, A_prev, rows, m, gW, j0, n_in, zero):
-    """Σ_s δ_sj a_{rows[s],k} into the four rows j0..j0+3 of gW.
+def _gradient_rows4(D, A_prev, rows, m, scale, gW, j0, n_in, zero):
+    """Σ_s (scale δ_sj) a_{rows[s],k} into the four rows j0..j0+3 of gW.
 
     The examples are taken four at a time: per vector of k, four input rows and the four
     gradient rows are loaded and sixteen multiply-adds issued. Each element sums its
@@ -216,22 +242,22 @@ def _gradient_rows4(D, A_prev, rows, m, gW, j0, n_in, zero):
         e1 = s0 + 1 < m
         e2 = s0 + 2 < m
         e3 = s0 + 3 < m
-        d00 = D[s0, j0]
-        d01 = D[s1, j0] if e1 else zero
-        d02 = D[s2, j0] if e2 else zero
-        d03 = D[s3, j0] if e3 else zero
-        d10 = D[s0, j1]
-        d11 = D[s1, j1] if e1 else zero
-        d12 = D[s2, j1] if e2 else zero
-        d13 = D[s3, j1] if e3 else zero
-        d20 = D[s0, j2]
-        d21 = D[s1, j2] if e1 else zero
-        d22 = D[s2, j2] if e2 else zero
-        d23 = D[s3, j2] if e3 else zero
-        d30 = D[s0, j3]
-        d31 = D[s1, j3] if e1 else zero
-        d32 = D[s2, j3] if e2 else zero
-        d33 = D[s3, j3] if e3 else zero
+        d00 = D[s0, j0] * scale
+        d01 = D[s1, j0] * scale if e1 else zero
+        d02 = D[s2, j0] * scale if e2 else zero
+        d03 = D[s3, j0] * scale if e3 else zero
+        d10 = D[s0, j1] * scale
+        d11 = D[s1, j1] * scale if e1 else zero
+        d12 = D[s2, j1] * scale if e2 else zero
+        d13 = D[s3, j1] * scale if e3 else zero
+        d20 = D[s0, j2] * scale
+        d21 = D[s1, j2] * scale if e1 else zero
+        d22 = D[s2, j2] * scale if e2 else zero
+        d23 = D[s3, j2] * scale if e3 else zero
+        d30 = D[s0, j3] * scale
+        d31 = D[s1, j3] * scale if e1 else zero
+        d32 = D[s2, j3] * scale if e2 else zero
+        d33 = D[s3, j3] * scale if e3 else zero
         r0 = rows[s0]
         r1 = rows[s1]
         r2 = rows[s2]
@@ -248,18 +274,18 @@ def _gradient_rows4(D, A_prev, rows, m, gW, j0, n_in, zero):
 
 
 @njit(inline="always", **SERIAL)
-def _gradient_row(D, A_prev, rows, m, gW, j, n_in, zero):
-    """Σ_s δ_sj a_{rows[s],k} into row j of gW, the examples four at a time."""
+def _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero):
+    """Σ_s (scale δ_sj) a_{rows[s],k} into row j of gW, the examples four at a time."""
     for k in range(n_in):
         gW[j, k] = zero
     for s0 in range(0, m, 4):
         s1 = min(s0 + 1, m - 1)
         s2 = min(s0 + 2, m - 1)
         s3 = min(s0 + 3, m - 1)
-        d0 = D[s0, j]
-        d1 = D[s1, j] if s0 + 1 < m else zero
-        d2 = D[s2, j] if s0 + 2 < m else zero
-        d3 = D[s3, j] if s0 + 3 < m else zero
+        d0 = D[s0, j] * scale
+        d1 = D[s1, j] * scale if s0 + 1 < m else zero
+        d2 = D[s2, j] * scale if s0 + 2 < m else zero
+        d3 = D[s3, j] * scale if s0 + 3 < m else zero
         r0 = rows[s0]
         r1 = rows[s1]
         r2 = rows[s2]
@@ -273,7 +299,7 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
                    apply):
     """BP3/BP4 averaged over m examples and, when ``apply``, the SGD step of the layer.
 
-    ∂C/∂w_jk = scale Σ_s δ_sj a_{rows[s],k}, ∂C/∂b_j = scale Σ_s δ_sj (scale = 1/m).
+    ∂C/∂w_jk = Σ_s (scale δ_sj) a_{rows[s],k}, ∂C/∂b_j = scale Σ_s δ_sj (scale = 1/m).
     Threads split the neurons j in blocks of four rows, whose gradient rows stay in
     cache while the step is applied to W right after (g = ∂C/∂w + λw, then
     w := w - ηg, or with momentum v := μv - ηg, w := w + v; biases are not decayed).
@@ -284,10 +310,10 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
         j0 = 4 * jb
         j_end = min(j0 + 4, n_out)
         if j_end - j0 == 4:
-            _gradient_rows4(D, A_prev, rows, m, gW, j0, n_in, zero)
+            _gradient_rows4(D, A_prev, rows, m, scale, gW, j0, n_in, zero)
         else:
             for j in range(j0, j_end):
-                _gradient_row(D, A_prev, rows, m, gW, j, n_in, zero)
+                _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero)
         for j in range(j0, j_end):
             sb = zero
             for s0 in range(0, m, 4):
@@ -297,8 +323,6 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
                 d3 = D[s0 + 3, j] if s0 + 3 < m else zero
                 sb += (d0 + d1) + (d2 + d3)
             gb[j] = sb * scale
-            for k in range(n_in):
-                gW[j, k] *= scale
             if apply:
                 if momentum != zero:
                     for k in range(n_in):
