@@ -78,6 +78,15 @@ def _dot(W, A, j, r, n, zero):
 
 
 @njit(inline="always", **SERIAL)
+def _store(Z, b, s, j0, c0, c1, c2, c3):
+    """z_{s,j} = c + b_j for the four neurons j0..j0+3 of example s."""
+    Z[s, j0] = c0 + b[j0]
+    Z[s, j0 + 1] = c1 + b[j0 + 1]
+    Z[s, j0 + 2] = c2 + b[j0 + 2]
+    Z[s, j0 + 3] = c3 + b[j0 + 3]
+
+
+@njit(inline="always", **SERIAL)
 def _put(Z, A, act, b, s, j, acc):
     """Store z = acc + b_j and, but for softmax, a = σ(z)."""
     z = acc + b[j]
@@ -109,22 +118,14 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
                 s3 = s0 + 3
                 c = _dot4x4(W, A_prev, j0, j1, j2, j3, rows[s0], rows[s1], rows[s2],
                             rows[s3], n_in, zero)
-                _put(Z, A, act, b, s0, j0, c[0])
-                _put(Z, A, act, b, s1, j0, c[1])
-                _put(Z, A, act, b, s2, j0, c[2])
-                _put(Z, A, act, b, s3, j0, c[3])
-                _put(Z, A, act, b, s0, j1, c[4])
-                _put(Z, A, act, b, s1, j1, c[5])
-                _put(Z, A, act, b, s2, j1, c[6])
-                _put(Z, A, act, b, s3, j1, c[7])
-                _put(Z, A, act, b, s0, j2, c[8])
-                _put(Z, A, act, b, s1, j2, c[9])
-                _put(Z, A, act, b, s2, j2, c[10])
-                _put(Z, A, act, b, s3, j2, c[11])
-                _put(Z, A, act, b, s0, j3, c[12])
-                _put(Z, A, act, b, s1, j3, c[13])
-                _put(Z, A, act, b, s2, j3, c[14])
-                _put(Z, A, act, b, s3, j3, c[15])
+                _store(Z, b, s0, j0, c[0], c[4], c[8], c[12])
+                _store(Z, b, s1, j0, c[1], c[5], c[9], c[13])
+                _store(Z, b, s2, j0, c[2], c[6], c[10], c[14])
+                _store(Z, b, s3, j0, c[3], c[7], c[11], c[15])
+                if act != SOFTMAX:
+                    for s in range(s0, s0 + 4):
+                        for j in range(j0, j0 + 4):
+                            A[s, j] = activate(act, Z[s, j])
             s_rest = m_full
         else:
             s_rest = 0
