@@ -69,6 +69,20 @@ def _dot4x4(W, A, j0, j1, j2, j3, r0, r1, r2, r3, n, zero):
 
 
 @njit(inline="always", **SERIAL)
+def _dot4x1(W, A, j0, r, n, zero):
+    """The 4 dot products W[j0 + a, :] · A[r, :], for an example left over by the
+    4 × 4 blocks."""
+    c0 = c1 = c2 = c3 = zero
+    for k in range(n):
+        a = A[r, k]
+        c0 += W[j0, k] * a
+        c1 += W[j0 + 1, k] * a
+        c2 += W[j0 + 2, k] * a
+        c3 += W[j0 + 3, k] * a
+    return c0, c1, c2, c3
+
+
+@njit(inline="always", **SERIAL)
 def _dot(W, A, j, r, n, zero):
     """W[j, :] · A[r, :], for the neurons and examples left over by the 4 × 4 blocks."""
     c = zero
@@ -99,8 +113,8 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
     """z^l_j = Σ_k w^l_jk a^{l-1}_k + b^l_j and a^l = σ(z^l) for m examples.
 
     Blocks of 4 neurons j (split among threads) × 4 examples, each stored element by
-    element (the sixteen sums stay in registers); the examples and neurons left over take
-    one dot product each. Example s reads its input row ``A_prev[rows[s]]``. Softmax
+    element (the sixteen sums stay in registers); an example left over takes the block's
+    four neurons at once, a neuron left over one dot product per example. Example s reads its input row ``A_prev[rows[s]]``. Softmax
     normalises whole rows afterwards.
     """
     n_out, n_in = W.shape
@@ -126,12 +140,16 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
                     for s in range(s0, s0 + 4):
                         for j in range(j0, j0 + 4):
                             A[s, j] = activate(act, Z[s, j])
-            s_rest = m_full
+            for s in range(m_full, m):
+                c = _dot4x1(W, A_prev, j0, rows[s], n_in, zero)
+                _store(Z, b, s, j0, c[0], c[1], c[2], c[3])
+                if act != SOFTMAX:
+                    for j in range(j0, j0 + 4):
+                        A[s, j] = activate(act, Z[s, j])
         else:
-            s_rest = 0
-        for s in range(s_rest, m):
-            for j in range(j0, min(j0 + 4, n_out)):
-                _put(Z, A, act, b, s, j, _dot(W, A_prev, j, rows[s], n_in, zero))
+            for s in range(m):
+                for j in range(j0, n_out):
+                    _put(Z, A, act, b, s, j, _dot(W, A_prev, j, rows[s], n_in, zero))
     if act == SOFTMAX:
         for s in prange(m):
             softmax_row(Z[s], A[s], n_out)
