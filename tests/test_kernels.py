@@ -80,12 +80,16 @@ def test_network_matches_reference(shape_name, output, cost, hidden, batch, dtyp
 @pytest.mark.parametrize("hidden", HIDDEN)
 @pytest.mark.parametrize("output,cost", OUTPUT_COST)
 @pytest.mark.parametrize("momentum,decay", [(0.0, 0.0), (0.9, 1e-3)])
-@pytest.mark.parametrize("path", ["tiny", "blocked"])
+@pytest.mark.parametrize("path", ["tiny", "blocked", "parallel"])
 def test_sgd_epoch_matches_reference(output, cost, hidden, dtype, momentum, decay, path,
                                      monkeypatch):
     """An epoch of 34 examples in batches of 8 (the last one partial), shuffled, through
-    the scalar loop for tiny networks and through the blocked layer kernels."""
+    the scalar loop for tiny networks, through the serial blocked layer kernels and
+    through the parallel ones (where the first layer's step shares a parallel region
+    with the next minibatch's pass through it)."""
     monkeypatch.setattr(fastbp._config, "TINY_MAX_WORK", 10**9 if path == "tiny" else 0)
+    if path == "parallel":
+        monkeypatch.setattr(fastbp.network, "PARALLEL_MIN_WORK", 0)
     sizes = [7, 5, 4, 3]
     net, X, Y, W64, b64 = _setup(sizes, hidden, output, cost, dtype, 34, seed=3)
     order = np.random.default_rng(99).permutation(34)
