@@ -84,9 +84,8 @@ def test_network_matches_reference(shape_name, output, cost, hidden, batch, dtyp
 def test_sgd_epoch_matches_reference(output, cost, hidden, dtype, momentum, decay, path,
                                      monkeypatch):
     """An epoch of 34 examples in batches of 8 (the last one partial), shuffled, through
-    the scalar loop for tiny networks, through the serial blocked layer kernels and
-    through the parallel ones (where the first layer's step shares a parallel region
-    with the next minibatch's pass through it)."""
+    the scalar loop for tiny networks and through the serial and the parallel builds
+    of the blocked layer kernels."""
     monkeypatch.setattr(fastbp._config, "TINY_MAX_WORK", 10**9 if path == "tiny" else 0)
     if path == "parallel":
         monkeypatch.setattr(fastbp.network, "PARALLEL_MIN_WORK", 0)

@@ -25,7 +25,6 @@ with kernel_cache():
         gradient_step_par,
         gradient_step_ser,
         output_delta_cost,
-        step_forward_par,
     )
     from .codes import (
         ACTIVATION_CODES,
@@ -62,6 +61,5 @@ __all__ = [
     "gradient_step_par",
     "gradient_step_ser",
     "output_delta_cost",
-    "step_forward_par",
     "tiny",
 ]

@@ -109,43 +109,6 @@ def _put(Z, A, act, b, s, j, acc):
         A[s, j] = activate(act, z)
 
 
-@njit(inline="always", **SERIAL)
-def _forward_block(A_prev, rows, W, b, act, m, Z, A, jb):
-    """Layer outputs z, σ(z) of neurons 4 jb .. 4 jb + 3 for m examples (no softmax)."""
-    n_out, n_in = W.shape
-    zero = W.dtype.type(0)
-    m_full = m - m % 4
-    j0 = 4 * jb
-    if j0 + 4 <= n_out:
-        j1 = j0 + 1
-        j2 = j0 + 2
-        j3 = j0 + 3
-        for s0 in range(0, m_full, 4):
-            s1 = s0 + 1
-            s2 = s0 + 2
-            s3 = s0 + 3
-            c = _dot4x4(W, A_prev, j0, j1, j2, j3, rows[s0], rows[s1], rows[s2], rows[s3],
-                        n_in, zero)
-            _store(Z, b, s0, j0, c[0], c[4], c[8], c[12])
-            _store(Z, b, s1, j0, c[1], c[5], c[9], c[13])
-            _store(Z, b, s2, j0, c[2], c[6], c[10], c[14])
-            _store(Z, b, s3, j0, c[3], c[7], c[11], c[15])
-            if act != SOFTMAX:
-                for s in range(s0, s0 + 4):
-                    for j in range(j0, j0 + 4):
-                        A[s, j] = activate(act, Z[s, j])
-        for s in range(m_full, m):
-            c = _dot4x1(W, A_prev, j0, rows[s], n_in, zero)
-            _store(Z, b, s, j0, c[0], c[1], c[2], c[3])
-            if act != SOFTMAX:
-                for j in range(j0, j0 + 4):
-                    A[s, j] = activate(act, Z[s, j])
-    else:
-        for s in range(m):
-            for j in range(j0, n_out):
-                _put(Z, A, act, b, s, j, _dot(W, A_prev, j, rows[s], n_in, zero))
-
-
 def _forward(A_prev, rows, W, b, act, m, Z, A):
     """z^l_j = Σ_k w^l_jk a^{l-1}_k + b^l_j and a^l = σ(z^l) for m examples.
 
@@ -154,9 +117,39 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
     four neurons at once, a neuron left over one dot product per example. Example s reads its input row ``A_prev[rows[s]]``. Softmax
     normalises whole rows afterwards.
     """
-    n_out = W.shape[0]
+    n_out, n_in = W.shape
+    zero = W.dtype.type(0)
+    m_full = m - m % 4
     for jb in prange((n_out + 3) // 4):
-        _forward_block(A_prev, rows, W, b, act, m, Z, A, jb)
+        j0 = 4 * jb
+        if j0 + 4 <= n_out:
+            j1 = j0 + 1
+            j2 = j0 + 2
+            j3 = j0 + 3
+            for s0 in range(0, m_full, 4):
+                s1 = s0 + 1
+                s2 = s0 + 2
+                s3 = s0 + 3
+                c = _dot4x4(W, A_prev, j0, j1, j2, j3, rows[s0], rows[s1], rows[s2],
+                            rows[s3], n_in, zero)
+                _store(Z, b, s0, j0, c[0], c[4], c[8], c[12])
+                _store(Z, b, s1, j0, c[1], c[5], c[9], c[13])
+                _store(Z, b, s2, j0, c[2], c[6], c[10], c[14])
+                _store(Z, b, s3, j0, c[3], c[7], c[11], c[15])
+                if act != SOFTMAX:
+                    for s in range(s0, s0 + 4):
+                        for j in range(j0, j0 + 4):
+                            A[s, j] = activate(act, Z[s, j])
+            for s in range(m_full, m):
+                c = _dot4x1(W, A_prev, j0, rows[s], n_in, zero)
+                _store(Z, b, s, j0, c[0], c[1], c[2], c[3])
+                if act != SOFTMAX:
+                    for j in range(j0, j0 + 4):
+                        A[s, j] = activate(act, Z[s, j])
+        else:
+            for s in range(m):
+                for j in range(j0, n_out):
+                    _put(Z, A, act, b, s, j, _dot(W, A_prev, j, rows[s], n_in, zero))
     if act == SOFTMAX:
         for s in prange(m):
             softmax_row(Z[s], A[s], n_out)
@@ -321,43 +314,6 @@ def _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero):
                 d2 * A_prev[r2, k] + d3 * A_prev[r3, k])
 
 
-@njit(inline="always", **SERIAL)
-def _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
-                    apply, jb):
-    """:func:`_gradient_step` for the neurons 4 jb .. 4 jb + 3."""
-    n_out, n_in = W.shape
-    zero = W.dtype.type(0)
-    j0 = 4 * jb
-    j_end = min(j0 + 4, n_out)
-    if j_end - j0 == 4:
-        _gradient_rows4(D, A_prev, rows, m, scale, gW, j0, n_in, zero)
-    else:
-        for j in range(j0, j_end):
-            _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero)
-    for j in range(j0, j_end):
-        sb = zero
-        for s0 in range(0, m, 4):
-            d0 = D[s0, j]
-            d1 = D[s0 + 1, j] if s0 + 1 < m else zero
-            d2 = D[s0 + 2, j] if s0 + 2 < m else zero
-            d3 = D[s0 + 3, j] if s0 + 3 < m else zero
-            sb += (d0 + d1) + (d2 + d3)
-        gb[j] = sb * scale
-        if apply:
-            if momentum != zero:
-                for k in range(n_in):
-                    v = momentum * VW[j, k] - lr * (gW[j, k] + decay * W[j, k])
-                    VW[j, k] = v
-                    W[j, k] += v
-                v = momentum * Vb[j] - lr * gb[j]
-                Vb[j] = v
-                b[j] += v
-            else:
-                for k in range(n_in):
-                    W[j, k] -= lr * (gW[j, k] + decay * W[j, k])
-                b[j] -= lr * gb[j]
-
-
 def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
                    apply):
     """BP3/BP4 averaged over m examples and, when ``apply``, the SGD step of the layer.
@@ -367,25 +323,38 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     cache while the step is applied to W right after (g = ∂C/∂w + λw, then
     w := w - ηg, or with momentum v := μv - ηg, w := w + v; biases are not decayed).
     """
-    for jb in prange((W.shape[0] + 3) // 4):
-        _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
-                        apply, jb)
-
-
-def _step_forward(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
-                  next_rows, m_next, act, Z, A):
-    """The SGD step of a first hidden layer fused with its next forward pass.
-
-    Each thread applies :func:`_gradient_step` to its blocks of four neurons and at once
-    feeds the next minibatch (inputs ``A_prev[next_rows[s]]``, s < m_next) through
-    those neurons, as :func:`_forward` would after the step: one parallel region
-    instead of two, and the updated rows of W are still in cache. ``act`` must not be
-    softmax (a hidden layer's).
-    """
-    for jb in prange((W.shape[0] + 3) // 4):
-        _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
-                        True, jb)
-        _forward_block(A_prev, next_rows, W, b, act, m_next, Z, A, jb)
+    n_out, n_in = W.shape
+    zero = W.dtype.type(0)
+    for jb in prange((n_out + 3) // 4):
+        j0 = 4 * jb
+        j_end = min(j0 + 4, n_out)
+        if j_end - j0 == 4:
+            _gradient_rows4(D, A_prev, rows, m, scale, gW, j0, n_in, zero)
+        else:
+            for j in range(j0, j_end):
+                _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero)
+        for j in range(j0, j_end):
+            sb = zero
+            for s0 in range(0, m, 4):
+                d0 = D[s0, j]
+                d1 = D[s0 + 1, j] if s0 + 1 < m else zero
+                d2 = D[s0 + 2, j] if s0 + 2 < m else zero
+                d3 = D[s0 + 3, j] if s0 + 3 < m else zero
+                sb += (d0 + d1) + (d2 + d3)
+            gb[j] = sb * scale
+            if apply:
+                if momentum != zero:
+                    for k in range(n_in):
+                        v = momentum * VW[j, k] - lr * (gW[j, k] + decay * W[j, k])
+                        VW[j, k] = v
+                        W[j, k] += v
+                    v = momentum * Vb[j] - lr * gb[j]
+                    Vb[j] = v
+                    b[j] += v
+                else:
+                    for k in range(n_in):
+                        W[j, k] -= lr * (gW[j, k] + decay * W[j, k])
+                    b[j] -= lr * gb[j]
 
 
 def _named(f, suffix):
@@ -409,7 +378,6 @@ backward_par = njit(**PARALLEL)(_named(_backward, "_par"))
 backward_ser = njit(**SERIAL)(_named(_backward, "_ser"))
 gradient_step_par = njit(**PARALLEL)(_named(_gradient_step, "_par"))
 gradient_step_ser = njit(**SERIAL)(_named(_gradient_step, "_ser"))
-step_forward_par = njit(**PARALLEL)(_named(_step_forward, "_par"))
 
 
 @njit(**SERIAL)

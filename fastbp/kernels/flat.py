@@ -23,9 +23,7 @@ from .blocked import (
     gradient_step_par,
     gradient_step_ser,
     output_delta_cost,
-    step_forward_par,
 )
-from .codes import SOFTMAX
 
 
 @njit(inline="always", **SERIAL)
@@ -56,15 +54,8 @@ def _layer_input(X, rows, abuf, ident, ao, batch, n_in, l):
 @njit(**SERIAL)
 def forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, abuf):
     """Feed examples ``X[rows[s]]``, s < m, through every layer into zbuf/abuf."""
-    _forward_from(0, theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, abuf)
-
-
-@njit(inline="always", **SERIAL)
-def _forward_from(first, theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf,
-                  abuf):
-    """:func:`forward` through layers ``first`` .. L - 1 (those below already done)."""
     L = sizes.shape[0] - 1
-    for l in range(first, L):
+    for l in range(L):
         n_out, n_in = sizes[l + 1], sizes[l]
         wo, bo, ao = _offsets(sizes, batch, l)
         W = _mat(theta, wo, n_out, n_in)
@@ -98,19 +89,11 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
     """After :func:`forward`: BP1 and the costs, then BP2 and BP3/BP4 layer by layer from
     the output down, each layer's SGD step applied (when ``apply``) right after its δ has
     been carried below it. ``grad`` receives the minibatch's mean gradients."""
-    _backward_to(0, theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost, par,
-                 ident, zbuf, abuf, dbuf, sample_costs, lr, momentum, decay, apply)
-
-
-@njit(inline="always", **SERIAL)
-def _backward_to(lowest, theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost,
-                 par, ident, zbuf, abuf, dbuf, sample_costs, lr, momentum, decay, apply):
-    """:func:`backward` for the layers from L - 1 down to ``lowest``: each carries its δ
-    below (BP2) and takes its gradient step, so δ of layer ``lowest - 1`` is complete
-    but its step is left to the caller."""
     L = sizes.shape[0] - 1
     costs(sizes, Y, rows, m, batch, output, cost, zbuf, abuf, dbuf, sample_costs)
-    for l in range(L - 1, lowest - 1, -1):
+    real = theta.dtype.type
+    scale = real(1.0) / real(m)
+    for l in range(L - 1, -1, -1):
         n_out, n_in = sizes[l + 1], sizes[l]
         wo, bo, ao = _offsets(sizes, batch, l)
         W = _mat(theta, wo, n_out, n_in)
@@ -123,34 +106,17 @@ def _backward_to(lowest, theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, 
                 backward_par(D, W, Z_prev, A_prev, hidden, m, D_prev)
             else:
                 backward_ser(D, W, Z_prev, A_prev, hidden, m, D_prev)
-        _layer_step(l, theta, grad, vel, sizes, X, rows, m, batch, par, ident, abuf, dbuf, lr,
-                    momentum, decay, apply)
-
-
-@njit(inline="always", **SERIAL)
-def _layer_step(l, theta, grad, vel, sizes, X, rows, m, batch, par, ident, abuf, dbuf, lr,
-                momentum, decay, apply):
-    """BP3/BP4 of layer l and, when ``apply``, its SGD step."""
-    args = _step_args(l, theta, grad, vel, sizes, X, rows, m, batch, ident, abuf, dbuf)
-    D, A_prev, r, scale, W, b, gW, gb, VW, Vb = args
-    if par[l, 2]:
-        gradient_step_par(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
-                          apply)
-    else:
-        gradient_step_ser(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
-                          apply)
-
-
-@njit(inline="always", **SERIAL)
-def _step_args(l, theta, grad, vel, sizes, X, rows, m, batch, ident, abuf, dbuf):
-    """Layer l's δ, input rows, 1/m, parameters, gradients and velocities."""
-    n_out, n_in = sizes[l + 1], sizes[l]
-    wo, bo, ao = _offsets(sizes, batch, l)
-    A_prev, r = _layer_input(X, rows, abuf, ident, ao, batch, n_in, l)
-    real = theta.dtype.type
-    return (_mat(dbuf, ao, batch, n_out), A_prev, r, real(1.0) / real(m),
-            _mat(theta, wo, n_out, n_in), theta[bo:bo + n_out], _mat(grad, wo, n_out, n_in),
-            grad[bo:bo + n_out], _mat(vel, wo, n_out, n_in), vel[bo:bo + n_out])
+        b = theta[bo:bo + n_out]
+        gW = _mat(grad, wo, n_out, n_in)
+        gb = grad[bo:bo + n_out]
+        VW = _mat(vel, wo, n_out, n_in)
+        Vb = vel[bo:bo + n_out]
+        if par[l, 2]:
+            gradient_step_par(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
+                              decay, apply)
+        else:
+            gradient_step_ser(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
+                              decay, apply)
 
 
 @njit(**SERIAL)
@@ -159,35 +125,17 @@ def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cos
     """One epoch of minibatch SGD over the examples in ``order`` (the caller shuffles).
 
     Minibatches of ``batch`` examples, the last one partial, are read in place through
-    ``order``; each makes one step. When the first layer is hidden and runs in parallel,
-    its step and the next minibatch's pass through it share one parallel region
-    (:func:`fastbp.kernels.blocked.step_forward_par`). Returns the float64 sum, in
-    example order, of each example's cost measured before its minibatch's step.
+    ``order``; each makes one step. Returns the float64 sum, in example order, of each
+    example's cost measured before its minibatch's step.
     """
     n = order.shape[0]
-    L = sizes.shape[0] - 1
-    fuse = L > 1 and hidden != SOFTMAX and par[0, 0] != 0 and par[0, 2] != 0
-    n_1 = sizes[1]
     total = 0.0
     for start in range(0, n, batch):
         m = min(batch, n - start)
         rows = order[start:start + m]
-        first = 1 if fuse and start > 0 else 0  # layer 0 already fed by the last step
-        _forward_from(first, theta, sizes, X, rows, m, batch, hidden, output, par, ident,
-                      zbuf, abuf)
-        if fuse:
-            _backward_to(1, theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output,
-                         cost, par, ident, zbuf, abuf, dbuf, sample_costs, lr, momentum, decay,
-                         True)
-            D, A_prev, r, scale, W, b, gW, gb, VW, Vb = _step_args(
-                0, theta, grad, vel, sizes, X, rows, m, batch, ident, abuf, dbuf)
-            after = order[start + m:min(start + m + batch, n)]
-            step_forward_par(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
-                             decay, after, after.shape[0], hidden, _mat(zbuf, 0, batch, n_1),
-                             _mat(abuf, 0, batch, n_1))
-        else:
-            backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost, par,
-                     ident, zbuf, abuf, dbuf, sample_costs, lr, momentum, decay, True)
+        forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, abuf)
+        backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost, par,
+                 ident, zbuf, abuf, dbuf, sample_costs, lr, momentum, decay, True)
         for s in range(m):
             total += sample_costs[s]
     return total
