@@ -69,6 +69,28 @@ def _dot4x4(W, A, j0, j1, j2, j3, r0, r1, r2, r3, n, zero):
 
 
 @njit(inline="always", **SERIAL)
+def _add4x4(C, o0, o1, o2, o3, B, r0, r1, r2, r3, n,
+            d00, d01, d02, d03, d10, d11, d12, d13,
+            d20, d21, d22, d23, d30, d31, d32, d33):
+    """C[o_a, :] += Σ_b d_ab B[r_b, :] for a, b = 0..3: four rows of C updated from four
+    rows of B and a 4 × 4 block of coefficients held in registers.
+
+    The k loop vectorises: per vector of k it loads four rows of B and four of C and
+    issues sixteen fused multiply-adds. BP2 (C = δ^{l-1}, B = W) and the weight gradient
+    (C = ∂C/∂W, B = the layer's inputs) are both this.
+    """
+    for k in range(n):
+        b0 = B[r0, k]
+        b1 = B[r1, k]
+        b2 = B[r2, k]
+        b3 = B[r3, k]
+        C[o0, k] += (d00 * b0 + d01 * b1) + (d02 * b2 + d03 * b3)
+        C[o1, k] += (d10 * b0 + d11 * b1) + (d12 * b2 + d13 * b3)
+        C[o2, k] += (d20 * b0 + d21 * b1) + (d22 * b2 + d23 * b3)
+        C[o3, k] += (d30 * b0 + d31 * b1) + (d32 * b2 + d33 * b3)
+
+
+@njit(inline="always", **SERIAL)
 def _dot4x1(W, A, j0, r, n, zero):
     """The 4 dot products W[j0 + a, :] · A[r, :], for an example left over by the
     4 × 4 blocks."""
@@ -197,15 +219,9 @@ def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
                 d31 = D[s3, j1]
                 d32 = D[s3, j2]
                 d33 = D[s3, j3]
-                for k in range(n_in):
-                    w0 = W[j0, k]
-                    w1 = W[j1, k]
-                    w2 = W[j2, k]
-                    w3 = W[j3, k]
-                    D_prev[s0, k] += (w0 * d00 + w1 * d01) + (w2 * d02 + w3 * d03)
-                    D_prev[s1, k] += (w0 * d10 + w1 * d11) + (w2 * d12 + w3 * d13)
-                    D_prev[s2, k] += (w0 * d20 + w1 * d21) + (w2 * d22 + w3 * d23)
-                    D_prev[s3, k] += (w0 * d30 + w1 * d31) + (w2 * d32 + w3 * d33)
+                _add4x4(D_prev, s0, s1, s2, s3, W, j0, j1, j2, j3, n_in,
+                        d00, d01, d02, d03, d10, d11, d12, d13,
+                        d20, d21, d22, d23, d30, d31, d32, d33)
             for j in range(j_full, n_out):
                 d0 = D[s0, j]
                 d1 = D[s1, j]
@@ -277,19 +293,9 @@ def _gradient_rows4(D, A_prev, rows, m, scale, gW, j0, n_in, zero):
         d31 = D[s1, j3] * scale if e1 else zero
         d32 = D[s2, j3] * scale if e2 else zero
         d33 = D[s3, j3] * scale if e3 else zero
-        r0 = rows[s0]
-        r1 = rows[s1]
-        r2 = rows[s2]
-        r3 = rows[s3]
-        for k in range(n_in):
-            a0 = A_prev[r0, k]
-            a1 = A_prev[r1, k]
-            a2 = A_prev[r2, k]
-            a3 = A_prev[r3, k]
-            gW[j0, k] += (d00 * a0 + d01 * a1) + (d02 * a2 + d03 * a3)
-            gW[j1, k] += (d10 * a0 + d11 * a1) + (d12 * a2 + d13 * a3)
-            gW[j2, k] += (d20 * a0 + d21 * a1) + (d22 * a2 + d23 * a3)
-            gW[j3, k] += (d30 * a0 + d31 * a1) + (d32 * a2 + d33 * a3)
+        _add4x4(gW, j0, j1, j2, j3, A_prev, rows[s0], rows[s1], rows[s2], rows[s3], n_in,
+                d00, d01, d02, d03, d10, d11, d12, d13,
+                d20, d21, d22, d23, d30, d31, d32, d33)
 
 
 @njit(inline="always", **SERIAL)

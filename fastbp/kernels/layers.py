@@ -21,14 +21,14 @@ def activate(act, z):
     """σ(z) for one weighted input ``z`` (every activation but softmax).
 
     The sigmoid is evaluated in the form that cannot overflow:
-    ``1 / (1 + e^{-z})`` for ``z >= 0`` and ``e^z / (1 + e^z)`` otherwise. ReLU is
-    ``max(z, 0)`` with NaN passed through, as ``np.maximum`` does.
+    ``1 / (1 + e^{-z})`` for ``z >= 0`` and ``e^z / (1 + e^z)`` otherwise, both as
+    ``n / (1 + e^{-|z|})`` with the numerator n chosen without a branch (the sign of z
+    in a layer is as good as random, and a mispredicted branch costs more than the
+    division). ReLU is ``max(z, 0)`` with NaN passed through, as ``np.maximum`` does.
     """
     if act == SIGMOID:
-        if z >= ZERO:
-            return ONE / (ONE + math.exp(-z))
-        e = math.exp(z)
-        return e / (ONE + e)
+        e = math.exp(-abs(z))
+        return (ONE if z >= ZERO else e) / (ONE + e)
     if act == TANH:
         return math.tanh(z)
     if act == RELU:
