@@ -137,6 +137,26 @@ def test_training_path_follows_the_work_per_minibatch(sizes, batch, expected, mo
 # --- the layer kernels one by one, parallel and serial builds -----------------------------
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["sigmoid", "relu", "tanh", "identity"])
+def test_activation_at_extreme_inputs(act, dtype, parallel):
+    """σ(z) far into the saturated tails, at ±0, at ±inf and at NaN, as the reference
+    gives it (the kernels pick the sigmoid's overflow-free form without a branch)."""
+    z = np.array([-np.inf, -1e4, -745.5, -100.0, -20.0, -1.0, -0.0, 0.0, 1e-300, 0.5,
+                  20.0, 100.0, 800.0, 1e4, np.inf, np.nan], dtype=dtype)
+    m = z.size
+    W, b = np.ones((1, 1), dtype), np.zeros(1, dtype)
+    Z, A = np.empty((m, 1), dtype), np.empty((m, 1), dtype)
+    fwd = K.forward_par if parallel else K.forward_ser
+    fwd(z.reshape(m, 1), np.arange(m), W, b, K.ACTIVATION_CODES[act], m, Z, A)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ref = R.ACTIVATIONS[act](z.astype(np.float64)).astype(dtype)
+    finite = np.isfinite(ref)
+    assert np.array_equal(A[~finite, 0], ref[~finite], equal_nan=True)
+    assert_close(A[finite, 0], ref[finite], dtype, f"{act}(z)", magnitude=np.abs(ref[finite]))
+
+
 def _rows(rng, n_src, m):
     """Rows read through an index array, as the first layer reads a shuffled batch."""
     return rng.permutation(n_src)[:m].astype(np.int64)
