@@ -91,6 +91,16 @@ def _add4x4(C, o0, o1, o2, o3, B, r0, r1, r2, r3, n,
 
 
 @njit(inline="always", **SERIAL)
+def _zero4(C, o0, o1, o2, o3, n, zero):
+    """Set the rows o0..o3 of C to zero (the start of a sum built by :func:`_add4x4`)."""
+    for k in range(n):
+        C[o0, k] = zero
+        C[o1, k] = zero
+        C[o2, k] = zero
+        C[o3, k] = zero
+
+
+@njit(inline="always", **SERIAL)
 def _dot4x1(W, A, j0, r, n, zero):
     """The 4 dot products W[j0 + a, :] · A[r, :], for an example left over by the
     4 × 4 blocks."""
@@ -194,11 +204,7 @@ def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
             s1 = s0 + 1
             s2 = s0 + 2
             s3 = s0 + 3
-            for k in range(n_in):
-                D_prev[s0, k] = zero
-                D_prev[s1, k] = zero
-                D_prev[s2, k] = zero
-                D_prev[s3, k] = zero
+            _zero4(D_prev, s0, s1, s2, s3, n_in, zero)
             for j0 in range(0, j_full, 4):
                 j1 = j0 + 1
                 j2 = j0 + 2
@@ -265,11 +271,7 @@ def _gradient_rows4(D, A_prev, rows, m, scale, gW, j0, n_in, zero):
     j1 = j0 + 1
     j2 = j0 + 2
     j3 = j0 + 3
-    for k in range(n_in):
-        gW[j0, k] = zero
-        gW[j1, k] = zero
-        gW[j2, k] = zero
-        gW[j3, k] = zero
+    _zero4(gW, j0, j1, j2, j3, n_in, zero)
     for s0 in range(0, m, 4):
         s1 = min(s0 + 1, m - 1)
         s2 = min(s0 + 2, m - 1)
