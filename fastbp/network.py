@@ -12,8 +12,7 @@ import numpy as np
 
 from . import _validation as v
 from . import kernels
-from . import _config
-from ._config import PARALLEL_MIN_WORK, launch
+from ._config import PARALLEL_MIN_WORK, TINY_MAX_WORK, launch
 from .kernels import flat, tiny
 
 #: Rows fed forward at once by forward/cost/evaluate/predict: bounds their memory.
@@ -451,8 +450,8 @@ class Network:
         real = np.dtype(self.dtype).type
         sizes, par, ident, (zbuf, abuf, dbuf) = self._kernel_args(batch)
         # a tiny network trains faster in one scalar loop (see fastbp.kernels.tiny)
-        small = batch * sum(a * b for a, b in zip(self.sizes, self.sizes[1:])) <= (
-            _config.TINY_MAX_WORK)
+        work = batch * sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
+        small = work <= TINY_MAX_WORK
         grad = np.empty_like(self._theta)
         if momentum > 0 and self._vel is None:
             self._vel = np.zeros_like(self._theta)

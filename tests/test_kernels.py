@@ -86,7 +86,7 @@ def test_sgd_epoch_matches_reference(output, cost, hidden, dtype, momentum, deca
     """An epoch of 34 examples in batches of 8 (the last one partial), shuffled, through
     the scalar loop for tiny networks and through the serial and the parallel builds
     of the blocked layer kernels."""
-    monkeypatch.setattr(fastbp._config, "TINY_MAX_WORK", 10**9 if path == "tiny" else 0)
+    monkeypatch.setattr(fastbp.network, "TINY_MAX_WORK", 10**9 if path == "tiny" else 0)
     if path == "parallel":
         monkeypatch.setattr(fastbp.network, "PARALLEL_MIN_WORK", 0)
     sizes = [7, 5, 4, 3]
@@ -120,7 +120,7 @@ def test_sgd_epoch_matches_reference(output, cost, hidden, dtype, momentum, deca
 def test_training_path_follows_the_work_per_minibatch(sizes, batch, expected, monkeypatch):
     """fit trains through the scalar loop exactly when a minibatch's forward pass costs
     at most TINY_MAX_WORK multiply-adds, and through the layer kernels otherwise."""
-    monkeypatch.setattr(fastbp._config, "TINY_MAX_WORK", 600)
+    monkeypatch.setattr(fastbp.network, "TINY_MAX_WORK", 600)
     calls = []
     for name in ("tiny", "flat"):
         module = getattr(K, name)

@@ -21,7 +21,7 @@ from numba import njit, prange
 
 from .._config import PARALLEL, SERIAL
 from .codes import CROSS_ENTROPY, SOFTMAX
-from .layers import activate, derivative, softmax_row
+from .layers import activate, derivative, sgd, softmax_row
 
 ZERO = np.float32(0.0)
 HALF = np.float32(0.5)
@@ -146,8 +146,8 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
 
     Blocks of 4 neurons j (split among threads) × 4 examples, each stored element by
     element (the sixteen sums stay in registers); an example left over takes the block's
-    four neurons at once, a neuron left over one dot product per example. Example s reads its input row ``A_prev[rows[s]]``. Softmax
-    normalises whole rows afterwards.
+    four neurons at once, a neuron left over one dot product per example. Example s reads
+    its input row ``A_prev[rows[s]]``. Softmax normalises whole rows afterwards.
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
@@ -351,18 +351,14 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
                 sb += (d0 + d1) + (d2 + d3)
             gb[j] = sb * scale
             if apply:
-                if momentum != zero:
-                    for k in range(n_in):
-                        v = momentum * VW[j, k] - lr * (gW[j, k] + decay * W[j, k])
+                for k in range(n_in):
+                    W[j, k], v = sgd(W[j, k], VW[j, k], gW[j, k] + decay * W[j, k], lr,
+                                     momentum)
+                    if momentum != zero:
                         VW[j, k] = v
-                        W[j, k] += v
-                    v = momentum * Vb[j] - lr * gb[j]
+                b[j], v = sgd(b[j], Vb[j], gb[j], lr, momentum)
+                if momentum != zero:
                     Vb[j] = v
-                    b[j] += v
-                else:
-                    for k in range(n_in):
-                        W[j, k] -= lr * (gW[j, k] + decay * W[j, k])
-                    b[j] -= lr * gb[j]
 
 
 def _named(f, suffix):

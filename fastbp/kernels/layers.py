@@ -66,3 +66,16 @@ def softmax_row(z, a, n):
     inv = ONE / total
     for j in range(n):
         a[j] *= inv
+
+
+@njit(inline="always", **SERIAL)
+def sgd(w, v, g, lr, momentum):
+    """One SGD step of a parameter w with gradient g (weight decay already in g).
+
+    Returns ``(w', v')``: w' = w - ηg, or with momentum v' = μv - ηg and w' = w + v'; v
+    is returned unchanged without momentum (the caller need not store it).
+    """
+    if momentum != ZERO:
+        v = momentum * v - lr * g
+        return w + v, v
+    return w - lr * g, v

@@ -19,7 +19,7 @@ from numba import njit
 from .._config import SERIAL
 from .blocked import output_delta_cost
 from .codes import SOFTMAX
-from .layers import activate, derivative, softmax_row
+from .layers import activate, derivative, sgd, softmax_row
 
 
 @njit(**SERIAL)
@@ -106,18 +106,12 @@ def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cos
                     g = acc * scale
                     i = wo + j * n_in + k
                     grad[i] = g
+                    theta[i], v = sgd(theta[i], vel[i], g + decay * theta[i], lr, momentum)
                     if momentum != zero:
-                        v = momentum * vel[i] - lr * (g + decay * theta[i])
                         vel[i] = v
-                        theta[i] += v
-                    else:
-                        theta[i] -= lr * (g + decay * theta[i])
+                theta[bo + j], v = sgd(theta[bo + j], vel[bo + j], gb, lr, momentum)
                 if momentum != zero:
-                    v = momentum * vel[bo + j] - lr * gb
                     vel[bo + j] = v
-                    theta[bo + j] += v
-                else:
-                    theta[bo + j] -= lr * gb
         for s in range(m):
             total += sample_costs[s]
     return total
