@@ -1,6 +1,7 @@
 """One place for the settings every kernel shares.
 
-``FASTMATH_FLAGS`` is the only fastmath setting in fastbp: every ``@njit`` reads it. It
+``FASTMATH_FLAGS`` is fastbp's fastmath setting: every ``@njit`` reads it (the exponential
+of :mod:`fastbp.kernels.layers` reads ``EXP_FLAGS``, the same less re-association). It
 allows re-association, contraction into FMA, reciprocal and approximate-function
 transforms and ignores the sign of zero, but leaves out ``nnan`` and ``ninf`` so that a
 NaN or an infinity keeps its meaning (a diverging run shows up as NaN instead of being
@@ -33,6 +34,10 @@ import filelock
 import numba
 
 FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+#: The same without re-association, for the exponential of :mod:`fastbp.kernels.layers`,
+#: whose rounding to an integer by adding and subtracting 1.5·2^52 (or 1.5·2^23) must
+#: not be folded away; instructions keep their own flags when LLVM inlines them.
+EXP_FLAGS = FASTMATH_FLAGS - {"reassoc"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,6 +77,8 @@ CACHE = os.environ.get("FASTBP_CACHE", "1") != "0" and _cache_writable()
 #: Keyword arguments of every serial kernel and driver. ``error_model="numpy"``: a
 #: division by zero gives inf or NaN as in NumPy (kernels never raise).
 SERIAL = dict(fastmath=set(FASTMATH_FLAGS), cache=CACHE, nogil=True, error_model="numpy")
+#: Compile options of that exponential (a Numba overload, compiled into its callers).
+EXP_JIT = dict(fastmath=set(EXP_FLAGS), error_model="numpy")
 #: Keyword arguments of every parallel kernel.
 PARALLEL = dict(SERIAL, parallel=True)
 

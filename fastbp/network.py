@@ -244,11 +244,13 @@ class Network:
         bufs = tuple(np.empty(total, self.dtype) for _ in range(3))  # z, a, δ
         return sizes, par, np.arange(batch, dtype=np.int64), bufs
 
-    def _output_block(self, buf, batch):
-        """The output layer's (batch, n_out) block of a workspace buffer."""
+    def _output_block(self, buf, batch, transposed=False):
+        """The output layer's (batch, n_out) block of a workspace buffer (stored
+        neuron by neuron when ``transposed``, as :mod:`fastbp.kernels.tiny` has it)."""
         n_out = self.n_outputs
         start = batch * (sum(self.sizes[1:]) - n_out)
-        return buf[start:start + batch * n_out].reshape(batch, n_out)
+        block = buf[start:start + batch * n_out]
+        return block.reshape(n_out, batch).T if transposed else block.reshape(batch, n_out)
 
     def _check_X(self, X):
         return v.check_X(X, self.n_inputs, self.dtype)
@@ -452,6 +454,10 @@ class Network:
         # a tiny network trains faster in one scalar loop (see fastbp.kernels.tiny)
         work = batch * sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
         small = work <= TINY_MAX_WORK
+        if small:  # its layout: inputs transposed, the output block as (batch, n_L)
+            xt = np.empty(batch * self.n_inputs, self.dtype)
+            out_views = [self._output_block(buf, batch, transposed=True)
+                         for buf in (abuf, zbuf, dbuf)]
         grad = np.empty_like(self._theta)
         if momentum > 0 and self._vel is None:
             self._vel = np.zeros_like(self._theta)
@@ -479,8 +485,8 @@ class Network:
                     if small:
                         total = tiny.train_epoch(
                             self._theta, grad, vel, sizes, X, Y, order, batch, hidden,
-                            output, cost, zbuf, abuf, dbuf, costs, real(lr), real(momentum),
-                            real(weight_decay),
+                            output, cost, zbuf, abuf, dbuf, xt, *out_views, costs, real(lr),
+                            real(momentum), real(weight_decay),
                         )
                     else:
                         total = flat.train_epoch(

@@ -6,6 +6,7 @@ against fastbp.reference. float32 kernels are compared with the reference evalua
 float64 on the same float32 parameters.
 """
 
+import numba
 import numpy as np
 import pytest
 from conftest import (
@@ -20,6 +21,8 @@ from conftest import (
 import fastbp
 from fastbp import kernels as K
 from fastbp import reference as R
+from fastbp._config import SERIAL
+from fastbp.kernels import layers
 
 SHAPES = {
     "chain-1-1-1-1": [1, 1, 1, 1],
@@ -81,11 +84,13 @@ def test_network_matches_reference(shape_name, output, cost, hidden, batch, dtyp
 @pytest.mark.parametrize("output,cost", OUTPUT_COST)
 @pytest.mark.parametrize("momentum,decay", [(0.0, 0.0), (0.9, 1e-3)])
 @pytest.mark.parametrize("path", ["tiny", "blocked", "parallel"])
+@pytest.mark.parametrize("batch", [8, 6])
 def test_sgd_epoch_matches_reference(output, cost, hidden, dtype, momentum, decay, path,
-                                     monkeypatch):
-    """An epoch of 34 examples in batches of 8 (the last one partial), shuffled, through
-    the scalar loop for tiny networks and through the serial and the parallel builds
-    of the blocked layer kernels."""
+                                     batch, monkeypatch):
+    """An epoch of 34 examples in batches of 8 or 6 (the last one partial; 6 also leaves
+    examples over from the kernels' blocks of four), shuffled, through the one-function
+    epoch for tiny networks and through the serial and the parallel builds of the
+    blocked layer kernels."""
     monkeypatch.setattr(fastbp.network, "TINY_MAX_WORK", 10**9 if path == "tiny" else 0)
     if path == "parallel":
         monkeypatch.setattr(fastbp.network, "PARALLEL_MIN_WORK", 0)
@@ -94,15 +99,15 @@ def test_sgd_epoch_matches_reference(output, cost, hidden, dtype, momentum, deca
     order = np.random.default_rng(99).permutation(34)
     vel = ([np.zeros_like(w) for w in W64], [np.zeros_like(b) for b in b64])
     total = R.train_epoch(
-        W64, b64, X.astype(np.float64), Y.astype(np.float64), order, 8, 0.1, hidden,
+        W64, b64, X.astype(np.float64), Y.astype(np.float64), order, batch, 0.1, hidden,
         output, cost, momentum, decay, vel,
     )
     history = net.fit(
-        X[order], Y[order], epochs=1, batch_size=8, lr=0.1, momentum=momentum,
+        X[order], Y[order], epochs=1, batch_size=batch, lr=0.1, momentum=momentum,
         weight_decay=decay, shuffle=False,
     )
     assert_close(history.train_cost[0], total / 34, dtype, "epoch cost")
-    # after five steps each parameter carries the round-off of five gradients: measured
+    # after 5-6 steps each parameter carries the round-off of as many gradients: measured
     # against the size of the layer's parameters (a parameter that passes near zero
     # would otherwise be judged by its own, accidental, smallness)
     for i in range(len(W64)):
@@ -155,6 +160,44 @@ def test_activation_at_extreme_inputs(act, dtype, parallel):
     finite = np.isfinite(ref)
     assert np.array_equal(A[~finite, 0], ref[~finite], equal_nan=True)
     assert_close(A[finite, 0], ref[finite], dtype, f"{act}(z)", magnitude=np.abs(ref[finite]))
+
+
+@numba.njit(**SERIAL)
+def _exp_all(x, out):
+    """The kernels' e^x over an array, compiled with the kernels' fastmath flags."""
+    for i in range(x.size):
+        out[i] = layers.exp(x[i])
+
+
+@pytest.mark.parametrize("dtype,ulps", [("float64", 2.0), ("float32", 1.0)])
+def test_exp_matches_numpy(dtype, ulps):
+    """layers.exp within a few ulp of np.exp (evaluated in float64) over the whole range:
+    normal results, subnormal ones (within one unit of the smallest subnormal), the
+    underflow to 0 and overflow to inf, and ±inf, ±0 and NaN."""
+    rng = np.random.default_rng(0)
+    info = np.finfo(dtype)
+    lo, hi = (-760.0, 720.0) if dtype == "float64" else (-110.0, 95.0)
+    special = [-np.inf, np.inf, np.nan, 0.0, -0.0, 1e-300, -1e-300, 5e-324,
+               np.log(info.tiny), np.log(info.max), np.log(info.max) * 1.0001,
+               np.log(info.smallest_subnormal), np.log(info.smallest_subnormal) - 1]
+    x = np.concatenate([rng.uniform(lo, hi, 200_000), rng.uniform(-1, 1, 100_000),
+                        np.array(special)]).astype(dtype)
+    out = np.empty_like(x)
+    _exp_all(x, out)
+    with np.errstate(over="ignore", under="ignore"):
+        ref = np.exp(x.astype(np.float64))
+    normal = ref >= info.tiny
+    normal &= ref <= info.max
+    rel = np.abs(out[normal] - ref[normal]) / ref[normal]
+    assert rel.max() <= ulps * info.eps, rel.max() / info.eps
+    sub = (ref < info.tiny) & (ref > 0)
+    assert sub.sum() > 100
+    assert np.all(np.abs(out[sub] - ref[sub]) <= info.smallest_subnormal)
+    rest = ~(normal | sub)  # 0, inf and NaN, exactly as np.exp rounds them
+    assert rest.sum() > 100
+    with np.errstate(over="ignore"):
+        expected = ref[rest].astype(dtype)
+    assert np.array_equal(out[rest], expected, equal_nan=True)
 
 
 def _rows(rng, n_src, m):

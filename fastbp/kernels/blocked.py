@@ -21,7 +21,7 @@ from numba import njit, prange
 
 from .._config import PARALLEL, SERIAL
 from .codes import CROSS_ENTROPY, SOFTMAX
-from .layers import activate, derivative, sgd, softmax_row
+from .layers import activate, activate_range, derivative, exp, sgd, softmax_row
 
 ZERO = np.float32(0.0)
 HALF = np.float32(0.5)
@@ -170,14 +170,12 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
                 _store(Z, b, s3, j0, c[3], c[7], c[11], c[15])
                 if act != SOFTMAX:
                     for s in range(s0, s0 + 4):
-                        for j in range(j0, j0 + 4):
-                            A[s, j] = activate(act, Z[s, j])
+                        activate_range(act, Z[s], A[s], j0, j0 + 4)
             for s in range(m_full, m):
                 c = _dot4x1(W, A_prev, j0, rows[s], n_in, zero)
                 _store(Z, b, s, j0, c[0], c[1], c[2], c[3])
                 if act != SOFTMAX:
-                    for j in range(j0, j0 + 4):
-                        A[s, j] = activate(act, Z[s, j])
+                    activate_range(act, Z[s], A[s], j0, j0 + 4)
         else:
             for s in range(m):
                 for j in range(j0, n_out):
@@ -405,7 +403,7 @@ def output_delta_cost(A, Z, Y, rows, act, cost, m, D, costs):
                 total = ZERO * zmax
                 for j in range(n_out):
                     ysum += y[j]
-                    total += math.exp(Z[s, j] - zmax)
+                    total += exp(Z[s, j] - zmax)
                 lse = zmax + math.log(total)
                 for j in range(n_out):
                     D[s, j] = A[s, j] * ysum - y[j]
@@ -423,7 +421,7 @@ def output_delta_cost(A, Z, Y, rows, act, cost, m, D, costs):
             for j in range(n_out):
                 z = Z[s, j]
                 D[s, j] = A[s, j] - y[j]
-                c += max(z, ZERO) + math.log1p(math.exp(-abs(z))) - y[j] * z
+                c += max(z, ZERO) + math.log1p(exp(-abs(z))) - y[j] * z
         else:
             for j in range(n_out):
                 r = A[s, j] - y[j]

@@ -1,15 +1,22 @@
-"""One training epoch of a tiny network, example by example in scalar loops.
+"""One training epoch of a tiny network in one function, examples in SIMD lanes.
 
 For a network such as 4-4-4-1 trained in minibatches of four, a step is a few hundred
 multiply-adds: the time goes into calling the layer kernels and slicing their workspace
-views, not into arithmetic. :func:`train_epoch` runs the whole step in one function with
-plain index arithmetic on the flat buffers instead (the layout of
-:mod:`fastbp.kernels.flat`): for every example, each layer's weighted inputs
-z^l_j = Σ_k w^l_jk a^{l-1}_k + b^l_j and activations; BP1 and the costs; then from the
-output layer down, BP2 δ^{l-1}_k = (Σ_j w^l_jk δ^l_j) σ'(z^{l-1}_k), and BP3/BP4 averaged
-over the minibatch with the SGD step of the layer applied at once.
+views, not into arithmetic. :func:`train_epoch` runs the whole epoch in one function with
+plain index arithmetic on the flat buffers instead. Its workspaces are transposed with
+respect to :mod:`fastbp.kernels.flat`: layer l's block holds z^l_j (a^l_j, δ^l_j) of
+example s at ``j * batch + s``, so that four examples sit side by side and every sum
+below runs for four examples at once (one SIMD multiply-add per term):
 
-The network uses it when a minibatch's forward pass costs at most
+- feedforward z^l_j = Σ_k w^l_jk a^{l-1}_k + b^l_j, then a^l = σ(z^l) over the layer's
+  whole block in one loop (which vectorises, e^x included: :func:`.layers.exp`);
+- BP1 and the costs, through the output layer's block viewed as (batch, n_L);
+- from the output layer down, BP2 δ^{l-1}_k = (Σ_j w^l_jk δ^l_j) σ'(z^{l-1}_k), then
+  BP3/BP4 averaged over the minibatch (∂C/∂w^l_jk a sum over examples, contiguous in
+  this layout) with the layer's SGD step applied at once.
+
+The first layer reads the minibatch's inputs transposed into ``xt``. The network uses
+this path when a minibatch's forward pass costs at most
 ``fastbp._config.TINY_MAX_WORK`` multiply-adds; larger layers are faster through the
 register-blocked kernels. It is serial, so the thread count cannot change its results.
 """
@@ -19,26 +26,137 @@ from numba import njit
 from .._config import SERIAL
 from .blocked import output_delta_cost
 from .codes import SOFTMAX
-from .layers import activate, derivative, sgd, softmax_row
+from .layers import activate_range, derivative, sgd, softmax_row
+
+
+@njit(inline="always", **SERIAL)
+def _forward(theta, wo, bo, n_in, n_out, src, so, m, batch, zbuf, abuf, ao, act):
+    """z and a of one layer (weights at ``wo``, biases at ``bo``) for m examples.
+
+    ``src[so + k * batch + s]`` is a^{l-1}_k of example s; z^l_j of example s goes to
+    ``zbuf[ao + j * batch + s]``. Examples go four at a time, the rest one by one.
+    """
+    zero = theta.dtype.type(0)
+    for j in range(n_out):
+        w = wo + j * n_in
+        b = theta[bo + j]
+        r = ao + j * batch
+        s = 0
+        while s + 4 <= m:
+            z0 = zero
+            z1 = zero
+            z2 = zero
+            z3 = zero
+            for k in range(n_in):
+                wk = theta[w + k]
+                p = so + k * batch + s
+                z0 += wk * src[p]
+                z1 += wk * src[p + 1]
+                z2 += wk * src[p + 2]
+                z3 += wk * src[p + 3]
+            q = r + s
+            zbuf[q] = z0 + b
+            zbuf[q + 1] = z1 + b
+            zbuf[q + 2] = z2 + b
+            zbuf[q + 3] = z3 + b
+            s += 4
+        while s < m:
+            z0 = zero
+            for k in range(n_in):
+                z0 += theta[w + k] * src[so + k * batch + s]
+            zbuf[r + s] = z0 + b
+            s += 1
+    if act == SOFTMAX:
+        end = ao + n_out * batch
+        for s in range(m):
+            softmax_row(zbuf[ao + s:end:batch], abuf[ao + s:end:batch], n_out)
+    elif m == batch:  # one contiguous block
+        activate_range(act, zbuf, abuf, ao, ao + n_out * batch)
+    else:
+        for j in range(n_out):
+            activate_range(act, zbuf, abuf, ao + j * batch, ao + j * batch + m)
+
+
+@njit(inline="always", **SERIAL)
+def _backward(theta, wo, n_in, n_out, dbuf, ao, pa, m, batch, zbuf, abuf, act_prev):
+    """BP2 into the layer below (its block at ``pa``) from δ at ``ao``, four examples
+    at a time: δ^{l-1}_k = (Σ_j w^l_jk δ^l_j) σ'(z^{l-1}_k)."""
+    zero = theta.dtype.type(0)
+    for k in range(n_in):
+        q0 = pa + k * batch
+        s = 0
+        while s + 4 <= m:
+            d0 = zero
+            d1 = zero
+            d2 = zero
+            d3 = zero
+            for j in range(n_out):
+                w = theta[wo + j * n_in + k]
+                p = ao + j * batch + s
+                d0 += w * dbuf[p]
+                d1 += w * dbuf[p + 1]
+                d2 += w * dbuf[p + 2]
+                d3 += w * dbuf[p + 3]
+            q = q0 + s
+            dbuf[q] = d0 * derivative(act_prev, zbuf[q], abuf[q])
+            dbuf[q + 1] = d1 * derivative(act_prev, zbuf[q + 1], abuf[q + 1])
+            dbuf[q + 2] = d2 * derivative(act_prev, zbuf[q + 2], abuf[q + 2])
+            dbuf[q + 3] = d3 * derivative(act_prev, zbuf[q + 3], abuf[q + 3])
+            s += 4
+        while s < m:
+            d0 = zero
+            for j in range(n_out):
+                d0 += theta[wo + j * n_in + k] * dbuf[ao + j * batch + s]
+            q = q0 + s
+            dbuf[q] = d0 * derivative(act_prev, zbuf[q], abuf[q])
+            s += 1
+
+
+@njit(inline="always", **SERIAL)
+def _sum_products(x, p, y, q, m):
+    """Σ_s x[p + s] y[q + s] over m terms, in four interleaved partial sums."""
+    zero = x.dtype.type(0)
+    a0 = zero
+    a1 = zero
+    a2 = zero
+    a3 = zero
+    s = 0
+    while s + 4 <= m:
+        a0 += x[p + s] * y[q + s]
+        a1 += x[p + s + 1] * y[q + s + 1]
+        a2 += x[p + s + 2] * y[q + s + 2]
+        a3 += x[p + s + 3] * y[q + s + 3]
+        s += 4
+    while s < m:
+        a0 += x[p + s] * y[q + s]
+        s += 1
+    return (a0 + a1) + (a2 + a3)
 
 
 @njit(**SERIAL)
 def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cost, zbuf,
-                abuf, dbuf, sample_costs, lr, momentum, decay):
+                abuf, dbuf, xt, a_out, z_out, d_out, sample_costs, lr, momentum, decay):
     """One epoch of minibatch SGD over the examples in ``order`` (the caller shuffles).
 
     Arguments and result as for :func:`fastbp.kernels.flat.train_epoch`, without the
-    parallel flags and the identity rows: the float64 sum, in example order, of each
-    example's cost measured before its minibatch's step.
+    parallel flags and the identity rows, and with the workspaces in this module's
+    layout: ``xt`` holds batch × n_0 inputs; ``a_out``, ``z_out`` and ``d_out`` are
+    the output layer's blocks of ``abuf``, ``zbuf`` and ``dbuf`` viewed as
+    (batch, n_L) arrays (``block.reshape(n_L, batch).T``). Returns the float64 sum, in
+    example order, of each example's cost measured before its minibatch's step.
     """
     n = order.shape[0]
     L = sizes.shape[0] - 1
     zero = theta.dtype.type(0)
-    n_L = sizes[L]
+    n_0 = sizes[0]
     total = 0.0
     for start in range(0, n, batch):
         m = min(batch, n - start)
         rows = order[start:start + m]
+        for s in range(m):
+            r = rows[s]
+            for k in range(n_0):
+                xt[k * batch + s] = X[r, k]
         # feedforward; wo, ao end past the output layer's W, b and workspace block
         wo = 0
         ao = 0
@@ -46,33 +164,14 @@ def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cos
             n_in, n_out = sizes[l], sizes[l + 1]
             bo = wo + n_out * n_in
             act = output if l == L - 1 else hidden
-            for s in range(m):
-                zs = ao + s * n_out
-                for j in range(n_out):
-                    acc = zero
-                    w = wo + j * n_in
-                    if l == 0:
-                        r = rows[s]
-                        for k in range(n_in):
-                            acc += theta[w + k] * X[r, k]
-                    else:
-                        p = ao - batch * n_in + s * n_in
-                        for k in range(n_in):
-                            acc += theta[w + k] * abuf[p + k]
-                    z = acc + theta[bo + j]
-                    zbuf[zs + j] = z
-                    if act != SOFTMAX:
-                        abuf[zs + j] = activate(act, z)
-                if act == SOFTMAX:
-                    softmax_row(zbuf[zs:zs + n_out], abuf[zs:zs + n_out], n_out)
+            if l == 0:
+                _forward(theta, wo, bo, n_in, n_out, xt, 0, m, batch, zbuf, abuf, ao, act)
+            else:
+                _forward(theta, wo, bo, n_in, n_out, abuf, ao - batch * n_in, m, batch,
+                         zbuf, abuf, ao, act)
             wo = bo + n_out
             ao += batch * n_out
-        # BP1 and the costs
-        oo = ao - batch * n_L
-        output_delta_cost(
-            abuf[oo:ao].reshape((batch, n_L)), zbuf[oo:ao].reshape((batch, n_L)), Y, rows,
-            output, cost, m, dbuf[oo:ao].reshape((batch, n_L)), sample_costs,
-        )
+        output_delta_cost(a_out, z_out, Y, rows, output, cost, m, d_out, sample_costs)
         scale = theta.dtype.type(1) / theta.dtype.type(m)
         # from the output layer down: BP2 below the layer, then its BP3/BP4 and SGD step
         for l in range(L - 1, -1, -1):
@@ -82,28 +181,19 @@ def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cos
             wo = bo - n_out * n_in
             pa = ao - batch * n_in  # the layer below's workspace block (l > 0)
             if l > 0:
-                for s in range(m):
-                    for k in range(n_in):
-                        acc = zero
-                        for j in range(n_out):
-                            acc += theta[wo + j * n_in + k] * dbuf[ao + s * n_out + j]
-                        q = pa + s * n_in + k
-                        dbuf[q] = acc * derivative(hidden, zbuf[q], abuf[q])
+                _backward(theta, wo, n_in, n_out, dbuf, ao, pa, m, batch, zbuf, abuf, hidden)
             for j in range(n_out):
+                p = ao + j * batch
                 gb = zero
                 for s in range(m):
-                    gb += dbuf[ao + s * n_out + j]
+                    gb += dbuf[p + s]
                 gb *= scale
                 grad[bo + j] = gb
                 for k in range(n_in):
-                    acc = zero
                     if l == 0:
-                        for s in range(m):
-                            acc += dbuf[ao + s * n_out + j] * X[rows[s], k]
+                        g = _sum_products(dbuf, p, xt, k * batch, m) * scale
                     else:
-                        for s in range(m):
-                            acc += dbuf[ao + s * n_out + j] * abuf[pa + s * n_in + k]
-                    g = acc * scale
+                        g = _sum_products(dbuf, p, abuf, pa + k * batch, m) * scale
                     i = wo + j * n_in + k
                     grad[i] = g
                     theta[i], v = sgd(theta[i], vel[i], g + decay * theta[i], lr, momentum)
