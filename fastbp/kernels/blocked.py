@@ -21,7 +21,16 @@ from numba import njit, prange
 
 from .._config import PARALLEL, SERIAL
 from .codes import CROSS_ENTROPY, SOFTMAX
-from .layers import activate, activate_range, derivative, exp, sgd, softmax_row
+from .layers import (
+    activate,
+    activate_range,
+    derivative,
+    derivative_scale,
+    exp,
+    sgd,
+    sgd_range,
+    softmax_row,
+)
 
 ZERO = np.float32(0.0)
 HALF = np.float32(0.5)
@@ -254,8 +263,7 @@ def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
                     for k in range(n_in):
                         D_prev[s, k] += W[j, k] * d
         for s in range(s0, min(s0 + 4, m)):
-            for k in range(n_in):
-                D_prev[s, k] *= derivative(act_prev, Z_prev[s, k], A_prev[s, k])
+            derivative_scale(act_prev, D_prev[s], Z_prev[s], A_prev[s], 0, n_in)
 
 
 @njit(inline="always", **SERIAL)
@@ -349,11 +357,7 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
                 sb += (d0 + d1) + (d2 + d3)
             gb[j] = sb * scale
             if apply:
-                for k in range(n_in):
-                    W[j, k], v = sgd(W[j, k], VW[j, k], gW[j, k] + decay * W[j, k], lr,
-                                     momentum)
-                    if momentum != zero:
-                        VW[j, k] = v
+                sgd_range(W[j], VW[j], gW[j], 0, n_in, lr, momentum, decay)
                 b[j], v = sgd(b[j], Vb[j], gb[j], lr, momentum)
                 if momentum != zero:
                     Vb[j] = v

@@ -137,6 +137,24 @@ def derivative(act, z, a):
 
 
 @njit(inline="always", **SERIAL)
+def derivative_scale(act, d, z, a, start, stop):
+    """d[i] *= σ'(z[i]) (a = σ(z) stored) for ``start <= i < stop``, one loop per
+    activation as in :func:`activate_range`."""
+    if act == SIGMOID:
+        for i in range(start, stop):
+            d[i] *= derivative(SIGMOID, z[i], a[i])
+    elif act == TANH:
+        for i in range(start, stop):
+            d[i] *= derivative(TANH, z[i], a[i])
+    elif act == RELU:
+        for i in range(start, stop):
+            d[i] *= derivative(RELU, z[i], a[i])
+    else:
+        for i in range(start, stop):
+            d[i] *= derivative(act, z[i], a[i])
+
+
+@njit(inline="always", **SERIAL)
 def softmax_row(z, a, n):
     """a_j = e^{z_j - max z} / Σ_i e^{z_i - max z} over the first ``n`` entries."""
     zmax = z[0]
@@ -164,3 +182,16 @@ def sgd(w, v, g, lr, momentum):
         v = momentum * v - lr * g
         return w + v, v
     return w - lr * g, v
+
+
+@njit(inline="always", **SERIAL)
+def sgd_range(w, v, g, start, stop, lr, momentum, decay):
+    """The step of :func:`sgd` for the weights ``start <= i < stop`` with gradients g[i]
+    and weight decay λ (g[i] + λ w[i]); the momentum is tested once, not per weight, so
+    that either loop vectorises. v is neither read nor written without momentum."""
+    if momentum != ZERO:
+        for i in range(start, stop):
+            w[i], v[i] = sgd(w[i], v[i], g[i] + decay * w[i], lr, momentum)
+    else:
+        for i in range(start, stop):
+            w[i] = sgd(w[i], ZERO, g[i] + decay * w[i], lr, ZERO)[0]

@@ -26,7 +26,7 @@ from numba import njit
 from .._config import SERIAL
 from .blocked import output_delta_cost
 from .codes import SOFTMAX
-from .layers import activate_range, derivative, sgd, softmax_row
+from .layers import activate_range, derivative_scale, sgd, sgd_range, softmax_row
 
 
 @njit(inline="always", **SERIAL)
@@ -80,7 +80,8 @@ def _forward(theta, wo, bo, n_in, n_out, src, so, m, batch, zbuf, abuf, ao, act)
 @njit(inline="always", **SERIAL)
 def _backward(theta, wo, n_in, n_out, dbuf, ao, pa, m, batch, zbuf, abuf, act_prev):
     """BP2 into the layer below (its block at ``pa``) from δ at ``ao``, four examples
-    at a time: δ^{l-1}_k = (Σ_j w^l_jk δ^l_j) σ'(z^{l-1}_k)."""
+    at a time: δ^{l-1}_k = (Σ_j w^l_jk δ^l_j) σ'(z^{l-1}_k), the factor σ' applied to
+    the whole block afterwards in one loop."""
     zero = theta.dtype.type(0)
     for k in range(n_in):
         q0 = pa + k * batch
@@ -98,18 +99,22 @@ def _backward(theta, wo, n_in, n_out, dbuf, ao, pa, m, batch, zbuf, abuf, act_pr
                 d2 += w * dbuf[p + 2]
                 d3 += w * dbuf[p + 3]
             q = q0 + s
-            dbuf[q] = d0 * derivative(act_prev, zbuf[q], abuf[q])
-            dbuf[q + 1] = d1 * derivative(act_prev, zbuf[q + 1], abuf[q + 1])
-            dbuf[q + 2] = d2 * derivative(act_prev, zbuf[q + 2], abuf[q + 2])
-            dbuf[q + 3] = d3 * derivative(act_prev, zbuf[q + 3], abuf[q + 3])
+            dbuf[q] = d0
+            dbuf[q + 1] = d1
+            dbuf[q + 2] = d2
+            dbuf[q + 3] = d3
             s += 4
         while s < m:
             d0 = zero
             for j in range(n_out):
                 d0 += theta[wo + j * n_in + k] * dbuf[ao + j * batch + s]
-            q = q0 + s
-            dbuf[q] = d0 * derivative(act_prev, zbuf[q], abuf[q])
+            dbuf[q0 + s] = d0
             s += 1
+    if m == batch:
+        derivative_scale(act_prev, dbuf, zbuf, abuf, pa, pa + n_in * batch)
+    else:
+        for k in range(n_in):
+            derivative_scale(act_prev, dbuf, zbuf, abuf, pa + k * batch, pa + k * batch + m)
 
 
 @njit(inline="always", **SERIAL)
@@ -189,16 +194,14 @@ def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cos
                     gb += dbuf[p + s]
                 gb *= scale
                 grad[bo + j] = gb
+                w = wo + j * n_in
                 for k in range(n_in):
                     if l == 0:
-                        g = _sum_products(dbuf, p, xt, k * batch, m) * scale
+                        g = _sum_products(dbuf, p, xt, k * batch, m)
                     else:
-                        g = _sum_products(dbuf, p, abuf, pa + k * batch, m) * scale
-                    i = wo + j * n_in + k
-                    grad[i] = g
-                    theta[i], v = sgd(theta[i], vel[i], g + decay * theta[i], lr, momentum)
-                    if momentum != zero:
-                        vel[i] = v
+                        g = _sum_products(dbuf, p, abuf, pa + k * batch, m)
+                    grad[w + k] = g * scale
+                sgd_range(theta, vel, grad, w, w + n_in, lr, momentum, decay)
                 theta[bo + j], v = sgd(theta[bo + j], vel[bo + j], gb, lr, momentum)
                 if momentum != zero:
                     vel[bo + j] = v
