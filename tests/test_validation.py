@@ -545,3 +545,29 @@ def test_single_output_labels_match_a_float_column():
     got = _outputs(net_a, X_GOOD, y.astype(np.uint8), X_GOOD, y.tolist())
     expected = _outputs(net_b, X_GOOD, y[:, None].astype(float), X_GOOD, y.astype(float))
     _assert_same_outputs(got, expected)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_ready_arrays_are_taken_as_they_are_and_others_checked(dtype):
+    """A finite, C-contiguous, writeable array of the network's dtype and shape is used
+    without a copy (it skips scikit-learn's check_array); the same array with one NaN,
+    of another dtype or read-only is checked, converted or refused as before."""
+    from fastbp import _validation as v
+
+    X, labels = make_data()
+    X, Y = X.astype(dtype), np.eye(SIZES[-1], dtype=dtype)[labels]  # one-hot, C-ordered
+    assert v.check_X(X, SIZES[0], dtype) is X
+    Y2, labels = v.check_Y(Y, N, SIZES[-1], dtype)
+    assert Y2 is Y and labels is None
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        v.check_X(bad, SIZES[0], dtype)
+    with pytest.raises(ValueError, match="X has 8 features, but Network is expecting 9"):
+        v.check_X(X, SIZES[0] + 1, dtype)
+    frozen = X.copy()
+    frozen.flags.writeable = False
+    taken = v.check_X(frozen, SIZES[0], dtype)
+    assert taken is not frozen and taken.flags.writeable and np.array_equal(taken, X)
+    other = "float32" if dtype == "float64" else "float64"
+    assert v.check_X(X, SIZES[0], other).dtype == other
