@@ -88,6 +88,12 @@ PARALLEL = dict(SERIAL, parallel=True)
 #: so it never makes results depend on the thread count.
 PARALLEL_MIN_WORK = 32768
 
+#: Activations (batch × n_out) of a layer from which its σ is evaluated in parallel over
+#: the examples. In vector code σ costs about half a nanosecond an element, so a
+#: parallel region (1-2 µs) pays from several thousand. Element-wise, so results do not
+#: depend on it.
+ACTIVATE_PAR_MIN = 8192
+
 #: Multiply-adds of a minibatch's forward pass (batch × Σ_l n_l n_{l-1}) up to which
 #: training runs through :mod:`fastbp.kernels.tiny`, one scalar function per epoch:
 #: measured on 2 cores, it is faster below about a thousand (2.7x on a 4-4-4-1 network

@@ -19,10 +19,9 @@ import types
 import numpy as np
 from numba import njit, prange
 
-from .._config import PARALLEL, SERIAL
+from .._config import ACTIVATE_PAR_MIN, PARALLEL, SERIAL
 from .codes import CROSS_ENTROPY, SOFTMAX
 from .layers import (
-    activate,
     activate_range,
     derivative,
     derivative_scale,
@@ -141,13 +140,6 @@ def _store(Z, b, s, j0, c0, c1, c2, c3):
     Z[s, j0 + 3] = c3 + b[j0 + 3]
 
 
-@njit(inline="always", **SERIAL)
-def _put(Z, A, act, b, s, j, acc):
-    """Store z = acc + b_j and, but for softmax, a = σ(z)."""
-    z = acc + b[j]
-    Z[s, j] = z
-    if act != SOFTMAX:
-        A[s, j] = activate(act, z)
 
 
 def _forward(A_prev, rows, W, b, act, m, Z, A):
@@ -156,7 +148,8 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
     Blocks of 4 neurons j (split among threads) × 4 examples, each stored element by
     element (the sixteen sums stay in registers); an example left over takes the block's
     four neurons at once, a neuron left over one dot product per example. Example s reads
-    its input row ``A_prev[rows[s]]``. Softmax normalises whole rows afterwards.
+    its input row ``A_prev[rows[s]]``. σ (or softmax) follows row by row, in parallel
+    over the examples from ``ACTIVATE_PAR_MIN`` activations.
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
@@ -177,21 +170,24 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
                 _store(Z, b, s1, j0, c[1], c[5], c[9], c[13])
                 _store(Z, b, s2, j0, c[2], c[6], c[10], c[14])
                 _store(Z, b, s3, j0, c[3], c[7], c[11], c[15])
-                if act != SOFTMAX:
-                    for s in range(s0, s0 + 4):
-                        activate_range(act, Z[s], A[s], j0, j0 + 4)
             for s in range(m_full, m):
                 c = _dot4x1(W, A_prev, j0, rows[s], n_in, zero)
                 _store(Z, b, s, j0, c[0], c[1], c[2], c[3])
-                if act != SOFTMAX:
-                    activate_range(act, Z[s], A[s], j0, j0 + 4)
         else:
             for s in range(m):
                 for j in range(j0, n_out):
-                    _put(Z, A, act, b, s, j, _dot(W, A_prev, j, rows[s], n_in, zero))
+                    Z[s, j] = _dot(W, A_prev, j, rows[s], n_in, zero) + b[j]
+    # σ row by row afterwards: a loop along a row vectorises (e^x included), the 4 × 4
+    # blocks' few elements per row would not
     if act == SOFTMAX:
         for s in prange(m):
             softmax_row(Z[s], A[s], n_out)
+    elif m * n_out >= ACTIVATE_PAR_MIN:
+        for s in prange(m):
+            activate_range(act, Z[s], A[s], 0, n_out)
+    else:
+        for s in range(m):
+            activate_range(act, Z[s], A[s], 0, n_out)
 
 
 def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
