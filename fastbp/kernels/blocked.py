@@ -185,9 +185,8 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
     elif m * n_out >= ACTIVATE_PAR_MIN:
         for s in prange(m):
             activate_range(act, Z[s], A[s], 0, n_out)
-    else:
-        for s in range(m):
-            activate_range(act, Z[s], A[s], 0, n_out)
+    else:  # the first m rows are one contiguous run
+        activate_range(act, Z[:m].reshape(m * n_out), A[:m].reshape(m * n_out), 0, m * n_out)
 
 
 def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):

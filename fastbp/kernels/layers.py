@@ -99,7 +99,7 @@ def activate(act, z):
     return z
 
 
-@njit(inline="always", **SERIAL)
+@njit(**SERIAL)
 def activate_range(act, z, a, start, stop):
     """a[i] = σ(z[i]) for ``start <= i < stop`` (every activation but softmax).
 
@@ -136,7 +136,7 @@ def derivative(act, z, a):
     return ONE + ZERO * z
 
 
-@njit(inline="always", **SERIAL)
+@njit(**SERIAL)
 def derivative_scale(act, d, z, a, start, stop):
     """d[i] *= σ'(z[i]) (a = σ(z) stored) for ``start <= i < stop``, one loop per
     activation as in :func:`activate_range`."""
@@ -184,7 +184,7 @@ def sgd(w, v, g, lr, momentum):
     return w - lr * g, v
 
 
-@njit(inline="always", **SERIAL)
+@njit(**SERIAL)
 def sgd_range(w, v, g, start, stop, lr, momentum, decay):
     """The step of :func:`sgd` for the weights ``start <= i < stop`` with gradients g[i]
     and weight decay λ (g[i] + λ w[i]); the momentum is tested once, not per weight, so

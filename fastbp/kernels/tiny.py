@@ -201,10 +201,11 @@ def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cos
                     else:
                         g = _sum_products(dbuf, p, abuf, pa + k * batch, m)
                     grad[w + k] = g * scale
-                sgd_range(theta, vel, grad, w, w + n_in, lr, momentum, decay)
-                theta[bo + j], v = sgd(theta[bo + j], vel[bo + j], gb, lr, momentum)
+            sgd_range(theta, vel, grad, wo, bo, lr, momentum, decay)
+            for j in range(bo, bo + n_out):
+                theta[j], v = sgd(theta[j], vel[j], grad[j], lr, momentum)
                 if momentum != zero:
-                    vel[bo + j] = v
+                    vel[j] = v
         for s in range(m):
             total += sample_costs[s]
     return total
