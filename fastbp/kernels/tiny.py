@@ -30,42 +30,51 @@ from .layers import activate_range, derivative_scale, sgd, sgd_range, softmax_ro
 
 
 @njit(inline="always", **SERIAL)
+def _weighted_sums(theta, w0, w_step, n, src, p0, dst, q0, m, batch, bias):
+    """dst[q0 + s] = Σ_t theta[w0 + t w_step] src[p0 + t batch + s] + bias for the m
+    examples s, four at a time (one SIMD multiply-add per term), the rest one by one.
+
+    With the weights of neuron j along a row (w_step 1) this is the feedforward sum
+    z^l_j; down a column of W (w_step n_in) it is BP2's Σ_j w^l_jk δ^l_j.
+    """
+    zero = theta.dtype.type(0)
+    s = 0
+    while s + 4 <= m:
+        c0 = zero
+        c1 = zero
+        c2 = zero
+        c3 = zero
+        for t in range(n):
+            w = theta[w0 + t * w_step]
+            p = p0 + t * batch + s
+            c0 += w * src[p]
+            c1 += w * src[p + 1]
+            c2 += w * src[p + 2]
+            c3 += w * src[p + 3]
+        q = q0 + s
+        dst[q] = c0 + bias
+        dst[q + 1] = c1 + bias
+        dst[q + 2] = c2 + bias
+        dst[q + 3] = c3 + bias
+        s += 4
+    while s < m:
+        c0 = zero
+        for t in range(n):
+            c0 += theta[w0 + t * w_step] * src[p0 + t * batch + s]
+        dst[q0 + s] = c0 + bias
+        s += 1
+
+
+@njit(inline="always", **SERIAL)
 def _forward(theta, wo, bo, n_in, n_out, src, so, m, batch, zbuf, abuf, ao, act):
     """z and a of one layer (weights at ``wo``, biases at ``bo``) for m examples.
 
     ``src[so + k * batch + s]`` is a^{l-1}_k of example s; z^l_j of example s goes to
-    ``zbuf[ao + j * batch + s]``. Examples go four at a time, the rest one by one.
+    ``zbuf[ao + j * batch + s]``.
     """
-    zero = theta.dtype.type(0)
     for j in range(n_out):
-        w = wo + j * n_in
-        b = theta[bo + j]
-        r = ao + j * batch
-        s = 0
-        while s + 4 <= m:
-            z0 = zero
-            z1 = zero
-            z2 = zero
-            z3 = zero
-            for k in range(n_in):
-                wk = theta[w + k]
-                p = so + k * batch + s
-                z0 += wk * src[p]
-                z1 += wk * src[p + 1]
-                z2 += wk * src[p + 2]
-                z3 += wk * src[p + 3]
-            q = r + s
-            zbuf[q] = z0 + b
-            zbuf[q + 1] = z1 + b
-            zbuf[q + 2] = z2 + b
-            zbuf[q + 3] = z3 + b
-            s += 4
-        while s < m:
-            z0 = zero
-            for k in range(n_in):
-                z0 += theta[w + k] * src[so + k * batch + s]
-            zbuf[r + s] = z0 + b
-            s += 1
+        _weighted_sums(theta, wo + j * n_in, 1, n_in, src, so, zbuf, ao + j * batch, m,
+                       batch, theta[bo + j])
     if act == SOFTMAX:
         end = ao + n_out * batch
         for s in range(m):
@@ -79,37 +88,13 @@ def _forward(theta, wo, bo, n_in, n_out, src, so, m, batch, zbuf, abuf, ao, act)
 
 @njit(inline="always", **SERIAL)
 def _backward(theta, wo, n_in, n_out, dbuf, ao, pa, m, batch, zbuf, abuf, act_prev):
-    """BP2 into the layer below (its block at ``pa``) from δ at ``ao``, four examples
-    at a time: δ^{l-1}_k = (Σ_j w^l_jk δ^l_j) σ'(z^{l-1}_k), the factor σ' applied to
-    the whole block afterwards in one loop."""
+    """BP2 into the layer below (its block at ``pa``) from δ at ``ao``:
+    δ^{l-1}_k = (Σ_j w^l_jk δ^l_j) σ'(z^{l-1}_k), the factor σ' applied to the whole
+    block afterwards in one loop."""
     zero = theta.dtype.type(0)
     for k in range(n_in):
-        q0 = pa + k * batch
-        s = 0
-        while s + 4 <= m:
-            d0 = zero
-            d1 = zero
-            d2 = zero
-            d3 = zero
-            for j in range(n_out):
-                w = theta[wo + j * n_in + k]
-                p = ao + j * batch + s
-                d0 += w * dbuf[p]
-                d1 += w * dbuf[p + 1]
-                d2 += w * dbuf[p + 2]
-                d3 += w * dbuf[p + 3]
-            q = q0 + s
-            dbuf[q] = d0
-            dbuf[q + 1] = d1
-            dbuf[q + 2] = d2
-            dbuf[q + 3] = d3
-            s += 4
-        while s < m:
-            d0 = zero
-            for j in range(n_out):
-                d0 += theta[wo + j * n_in + k] * dbuf[ao + j * batch + s]
-            dbuf[q0 + s] = d0
-            s += 1
+        _weighted_sums(theta, wo + k, n_in, n_out, dbuf, ao, dbuf, pa + k * batch, m, batch,
+                       zero)
     if m == batch:
         derivative_scale(act_prev, dbuf, zbuf, abuf, pa, pa + n_in * batch)
     else:
