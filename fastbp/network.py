@@ -451,7 +451,7 @@ class Network:
         batch = min(batch_size, n)
         real = np.dtype(self.dtype).type
         sizes, par, ident, (zbuf, abuf, dbuf) = self._kernel_args(batch)
-        # a tiny network trains faster in one scalar loop (see fastbp.kernels.tiny)
+        # a tiny network trains faster in one function per epoch (see fastbp.kernels.tiny)
         work = batch * sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
         small = work <= TINY_MAX_WORK
         if small:  # its layout: inputs transposed, the output block as (batch, n_L)

@@ -123,8 +123,9 @@ def test_sgd_epoch_matches_reference(output, cost, hidden, dtype, momentum, deca
     ([30, 20, 3], 1, "flat"),  # 660
 ])
 def test_training_path_follows_the_work_per_minibatch(sizes, batch, expected, monkeypatch):
-    """fit trains through the scalar loop exactly when a minibatch's forward pass costs
-    at most TINY_MAX_WORK multiply-adds, and through the layer kernels otherwise."""
+    """fit trains through the one-function epoch of fastbp.kernels.tiny exactly when a
+    minibatch's forward pass costs at most TINY_MAX_WORK multiply-adds, and through the
+    layer kernels otherwise."""
     monkeypatch.setattr(fastbp.network, "TINY_MAX_WORK", 600)
     calls = []
     for name in ("tiny", "flat"):
