@@ -95,9 +95,11 @@ PARALLEL_MIN_WORK = 32768
 ACTIVATE_PAR_MIN = 8192
 
 #: Multiply-adds of a minibatch's forward pass (batch × Σ_l n_l n_{l-1}) up to which
-#: training runs through :mod:`fastbp.kernels.tiny`, one scalar function per epoch:
-#: measured on 2 cores, it is faster below about a thousand (2.7x on a 4-4-4-1 network
-#: in minibatches of 4) and slower above (0.6x on 16-16-16-4 in minibatches of 4).
+#: training runs through :mod:`fastbp.kernels.tiny`, one function per epoch: measured on
+#: 2 cores with its first, scalar version, it was faster below about a thousand (2.7x on
+#: a 4-4-4-1 network in minibatches of 4) and slower above (0.6x on 16-16-16-4 in
+#: minibatches of 4); the crossover has not been measured again since examples run in
+#: SIMD lanes there.
 TINY_MAX_WORK = 1024
 
 

@@ -186,7 +186,8 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
         for s in prange(m):
             activate_range(act, Z[s], A[s], 0, n_out)
     else:  # the first m rows are one contiguous run
-        activate_range(act, Z[:m].reshape(m * n_out), A[:m].reshape(m * n_out), 0, m * n_out)
+        n = m * n_out
+        activate_range(act, Z[:m].reshape(n), A[:m].reshape(n), 0, n)
 
 
 def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
