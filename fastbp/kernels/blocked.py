@@ -140,8 +140,6 @@ def _store(Z, b, s, j0, c0, c1, c2, c3):
     Z[s, j0 + 3] = c3 + b[j0 + 3]
 
 
-
-
 def _forward(A_prev, rows, W, b, act, m, Z, A):
     """z^l_j = Σ_k w^l_jk a^{l-1}_k + b^l_j and a^l = σ(z^l) for m examples.
 
