@@ -26,7 +26,6 @@ from .layers import (
     derivative,
     derivative_scale,
     exp,
-    sgd,
     sgd_range,
     softmax_row,
 )
@@ -333,6 +332,8 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
+    size = n_out * n_in
+    flat_w, flat_v, flat_g = W.reshape(size), VW.reshape(size), gW.reshape(size)
     for jb in prange((n_out + 3) // 4):
         j0 = 4 * jb
         j_end = min(j0 + 4, n_out)
@@ -350,11 +351,9 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
                 d3 = D[s0 + 3, j] if s0 + 3 < m else zero
                 sb += (d0 + d1) + (d2 + d3)
             gb[j] = sb * scale
-            if apply:
-                sgd_range(W[j], VW[j], gW[j], 0, n_in, lr, momentum, decay)
-                b[j], v = sgd(b[j], Vb[j], gb[j], lr, momentum)
-                if momentum != zero:
-                    Vb[j] = v
+        if apply:  # the block's rows are contiguous: one loop over them
+            sgd_range(flat_w, flat_v, flat_g, j0 * n_in, j_end * n_in, lr, momentum, decay)
+            sgd_range(b, Vb, gb, j0, j_end, lr, momentum, zero)
 
 
 def _named(f, suffix):
