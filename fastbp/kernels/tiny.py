@@ -21,12 +21,16 @@ this path when a minibatch's forward pass costs at most
 register-blocked kernels. It is serial, so the thread count cannot change its results.
 """
 
+import numpy as np
 from numba import njit
 
 from .._config import SERIAL
 from .blocked import output_delta_cost
 from .codes import SOFTMAX
 from .layers import activate_range, derivative_scale, sgd, sgd_range, softmax_row
+
+
+_u = np.uint64
 
 
 @njit(inline="always", **SERIAL)
@@ -45,23 +49,23 @@ def _weighted_sums(theta, w0, w_step, n, src, p0, dst, q0, m, batch, bias):
         c2 = zero
         c3 = zero
         for t in range(n):
-            w = theta[w0 + t * w_step]
-            p = p0 + t * batch + s
+            w = theta[_u(w0 + t * w_step)]
+            p = _u(p0 + t * batch + s)
             c0 += w * src[p]
-            c1 += w * src[p + 1]
-            c2 += w * src[p + 2]
-            c3 += w * src[p + 3]
-        q = q0 + s
+            c1 += w * src[p + _u(1)]
+            c2 += w * src[p + _u(2)]
+            c3 += w * src[p + _u(3)]
+        q = _u(q0 + s)
         dst[q] = c0 + bias
-        dst[q + 1] = c1 + bias
-        dst[q + 2] = c2 + bias
-        dst[q + 3] = c3 + bias
+        dst[q + _u(1)] = c1 + bias
+        dst[q + _u(2)] = c2 + bias
+        dst[q + _u(3)] = c3 + bias
         s += 4
     while s < m:
         c0 = zero
         for t in range(n):
-            c0 += theta[w0 + t * w_step] * src[p0 + t * batch + s]
-        dst[q0 + s] = c0 + bias
+            c0 += theta[_u(w0 + t * w_step)] * src[_u(p0 + t * batch + s)]
+        dst[_u(q0 + s)] = c0 + bias
         s += 1
 
 
@@ -112,13 +116,14 @@ def _sum_products(x, p, y, q, m):
     a3 = zero
     s = 0
     while s + 4 <= m:
-        a0 += x[p + s] * y[q + s]
-        a1 += x[p + s + 1] * y[q + s + 1]
-        a2 += x[p + s + 2] * y[q + s + 2]
-        a3 += x[p + s + 3] * y[q + s + 3]
+        i, k = _u(p + s), _u(q + s)
+        a0 += x[i] * y[k]
+        a1 += x[i + _u(1)] * y[k + _u(1)]
+        a2 += x[i + _u(2)] * y[k + _u(2)]
+        a3 += x[i + _u(3)] * y[k + _u(3)]
         s += 4
     while s < m:
-        a0 += x[p + s] * y[q + s]
+        a0 += x[_u(p + s)] * y[_u(q + s)]
         s += 1
     return (a0 + a1) + (a2 + a3)
 
@@ -144,9 +149,9 @@ def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cos
         m = min(batch, n - start)
         rows = order[start:start + m]
         for s in range(m):
-            r = rows[s]
+            r = _u(rows[s])
             for k in range(n_0):
-                xt[k * batch + s] = X[r, k]
+                xt[_u(k * batch + s)] = X[r, k]
         # feedforward; wo, ao end past the output layer's W, b and workspace block
         wo = 0
         ao = 0
@@ -176,16 +181,16 @@ def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cos
                 p = ao + j * batch
                 gb = zero
                 for s in range(m):
-                    gb += dbuf[p + s]
+                    gb += dbuf[_u(p + s)]
                 gb *= scale
-                grad[bo + j] = gb
+                grad[_u(bo + j)] = gb
                 w = wo + j * n_in
                 for k in range(n_in):
                     if l == 0:
                         g = _sum_products(dbuf, p, xt, k * batch, m)
                     else:
                         g = _sum_products(dbuf, p, abuf, pa + k * batch, m)
-                    grad[w + k] = g * scale
+                    grad[_u(w + k)] = g * scale
             sgd_range(theta, vel, grad, wo, bo, lr, momentum, decay)
             for j in range(bo, bo + n_out):
                 theta[j], v = sgd(theta[j], vel[j], grad[j], lr, momentum)
