@@ -85,16 +85,25 @@ def _add4x4(C, o0, o1, o2, o3, B, r0, r1, r2, r3, n,
     The k loop vectorises: per vector of k it loads four rows of B and four of C and
     issues sixteen fused multiply-adds. BP2 (C = δ^{l-1}, B = W) and the weight gradient
     (C = ∂C/∂W, B = the layer's inputs) are both this.
+
+    The four rows of C are all loaded before any is stored. Written as four ``+=`` the
+    loads of one row followed the store to the row before (the compiler cannot know they
+    differ), and rows a multiple of 4 KB apart (512 float64, 1024 float32) then wait on
+    each other's stores (4K aliasing): BP2 of a 512-wide layer ran at half speed.
     """
     for k in range(n):
         b0 = B[r0, k]
         b1 = B[r1, k]
         b2 = B[r2, k]
         b3 = B[r3, k]
-        C[o0, k] += (d00 * b0 + d01 * b1) + (d02 * b2 + d03 * b3)
-        C[o1, k] += (d10 * b0 + d11 * b1) + (d12 * b2 + d13 * b3)
-        C[o2, k] += (d20 * b0 + d21 * b1) + (d22 * b2 + d23 * b3)
-        C[o3, k] += (d30 * b0 + d31 * b1) + (d32 * b2 + d33 * b3)
+        c0 = C[o0, k]
+        c1 = C[o1, k]
+        c2 = C[o2, k]
+        c3 = C[o3, k]
+        C[o0, k] = c0 + ((d00 * b0 + d01 * b1) + (d02 * b2 + d03 * b3))
+        C[o1, k] = c1 + ((d10 * b0 + d11 * b1) + (d12 * b2 + d13 * b3))
+        C[o2, k] = c2 + ((d20 * b0 + d21 * b1) + (d22 * b2 + d23 * b3))
+        C[o3, k] = c3 + ((d30 * b0 + d31 * b1) + (d32 * b2 + d33 * b3))
 
 
 @njit(inline="always", **SERIAL)
@@ -233,12 +242,16 @@ def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
                 d1 = D[s1, j]
                 d2 = D[s2, j]
                 d3 = D[s3, j]
-                for k in range(n_in):
+                for k in range(n_in):  # loads before stores, as in _add4x4
                     w = W[j, k]
-                    D_prev[s0, k] += w * d0
-                    D_prev[s1, k] += w * d1
-                    D_prev[s2, k] += w * d2
-                    D_prev[s3, k] += w * d3
+                    p0 = D_prev[s0, k]
+                    p1 = D_prev[s1, k]
+                    p2 = D_prev[s2, k]
+                    p3 = D_prev[s3, k]
+                    D_prev[s0, k] = p0 + w * d0
+                    D_prev[s1, k] = p1 + w * d1
+                    D_prev[s2, k] = p2 + w * d2
+                    D_prev[s3, k] = p3 + w * d3
         else:
             for s in range(s0, m):
                 for k in range(n_in):
