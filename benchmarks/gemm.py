@@ -14,6 +14,12 @@ the update), which is counted against them. Prints the median time of each, GFLO
 (2 × multiply-adds / time) and fastbp's rate as a fraction of OpenBLAS's, alternating
 the two so that both see the same machine state. Run one benchmark at a time.
 
+Both sides are timed as training runs them, from compiled code: a Numba loop calls the
+kernel, or ``np.dot`` (which Numba sends straight to the ``?gemm`` of SciPy's OpenBLAS),
+``reps`` times. Timed from Python instead (``--from-python``), each call also pays the
+interpreter and dispatch (about 1-2 µs for a kernel's fifteen arguments, 0.6 µs for
+``np.dot``), which swamps the small layers.
+
     python benchmarks/gemm.py --workloads W4-b32,W5 --dtypes float32
 """
 
@@ -26,6 +32,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
+from numba import njit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -61,8 +68,34 @@ def _inner(fn, reps):
     return run
 
 
-def layer_cases(w, dtype, rng):
-    """(layer, kernel name, fastbp call, NumPy call, multiply-adds) for one workload."""
+@njit
+def _forward_loop(kernel, A, rows, W, b, act, m, Z, A_out, reps):
+    for _ in range(reps):
+        kernel(A, rows, W, b, act, m, Z, A_out)
+
+
+@njit
+def _backward_loop(kernel, D, W, Z_prev, A_prev, act, m, D_prev, reps):
+    for _ in range(reps):
+        kernel(D, W, Z_prev, A_prev, act, m, D_prev)
+
+
+@njit
+def _gradient_loop(kernel, D, A, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
+                   reps):
+    for _ in range(reps):
+        kernel(D, A, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay, True)
+
+
+@njit
+def _dot_loop(a, b, out, reps):
+    for _ in range(reps):
+        np.dot(a, b, out)
+
+
+def layer_cases(w, dtype, rng, from_python=False):
+    """(layer, kernel name, fastbp timer, OpenBLAS timer, multiply-adds) for one workload;
+    a timer, given a number of repetitions, returns a function making that many calls."""
     m = w.batch
     act = codes.ACTIVATION_CODES[w.hidden]
     real = np.dtype(dtype).type
@@ -87,14 +120,40 @@ def layer_cases(w, dtype, rng):
         fwd = kernels.forward_par if big and n_out > 4 else kernels.forward_ser
         bwd = kernels.backward_par if big and m > 4 else kernels.backward_ser
         grd = kernels.gradient_step_par if big and n_out > 1 else kernels.gradient_step_ser
-        yield (l, "forward", lambda: fwd(A, rows, W, b, act, m, Z, Aout),
-               lambda: np.dot(A, W.T, out=outs[0]), mads)
-        if l > 0:
-            yield (l, "backward", lambda: bwd(D, W, Zp, A, act, m, Dp),
-                   lambda: np.dot(D, W, out=outs[1]), mads)
-        yield (l, "gradient", lambda: grd(D, A, rows, m, real(1 / m), W, b, gW, gb, VW, Vb,
-                                          real(1e-9), real(0), real(0), True),
-               lambda: np.dot(D.T, A, out=outs[2]), mads)
+        lr, zero = real(1e-9), real(0)
+        grad_args = (D, A, rows, m, real(1 / m), W, b, gW, gb, VW, Vb, lr, zero, zero)
+        if from_python:
+            yield (l, "forward", lambda r: _inner(
+                       lambda: fwd(A, rows, W, b, act, m, Z, Aout), r),
+                   lambda r: _inner(lambda: np.dot(A, W.T, out=outs[0]), r), mads)
+            if l > 0:
+                yield (l, "backward", lambda r: _inner(
+                           lambda: bwd(D, W, Zp, A, act, m, Dp), r),
+                       lambda r: _inner(lambda: np.dot(D, W, out=outs[1]), r), mads)
+            yield (l, "gradient", lambda r: _inner(lambda: grd(*grad_args, True), r),
+                   lambda r: _inner(lambda: np.dot(D.T, A, out=outs[2]), r), mads)
+        else:
+            yield (l, "forward",
+                   lambda r: lambda: _forward_loop(fwd, A, rows, W, b, act, m, Z, Aout, r),
+                   lambda r: lambda: _dot_loop(A, W.T, outs[0], r), mads)
+            if l > 0:
+                yield (l, "backward",
+                       lambda r: lambda: _backward_loop(bwd, D, W, Zp, A, act, m, Dp, r),
+                       lambda r: lambda: _dot_loop(D, W, outs[1], r), mads)
+            yield (l, "gradient", lambda r: lambda: _gradient_loop(grd, *grad_args, r),
+                   lambda r: lambda: _dot_loop(D.T, A, outs[2], r), mads)
+
+
+def _blas_line(from_python):
+    """Which OpenBLAS the products run on: NumPy's from Python, SciPy's from Numba."""
+    from threadpoolctl import threadpool_info
+
+    owner = "numpy" if from_python else "scipy"
+    for lib in threadpool_info():
+        if lib.get("internal_api") == "openblas" and f"{owner}." in lib.get("filepath", ""):
+            return (f"{owner}'s OpenBLAS {lib.get('version')}, {lib.get('num_threads')} "
+                    f"threads, called from {'Python' if from_python else 'compiled loops'}")
+    return f"{owner}'s BLAS, called from {'Python' if from_python else 'compiled loops'}"
 
 
 def main(argv=None):
@@ -103,10 +162,12 @@ def main(argv=None):
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--min-time", type=float, default=0.3,
                         help="seconds spent timing each kernel (default 0.3)")
+    parser.add_argument("--from-python", action="store_true",
+                        help="call each kernel and np.dot from the interpreter")
     args = parser.parse_args(argv)
     print(f"# {platform.processor() or platform.machine()}, "
           f"{numba.config.NUMBA_NUM_THREADS} threads, numba {numba.__version__}, "
-          f"numpy {np.__version__}")
+          f"numpy {np.__version__}; {_blas_line(args.from_python)}")
     print(f"{'workload':8} {'dtype':7} {'layer':>5} {'kernel':8} {'fastbp µs':>10} "
           f"{'BLAS µs':>9} {'fastbp GF/s':>11} {'BLAS GF/s':>9} {'ratio':>6}")
     rng = np.random.default_rng(0)
@@ -115,13 +176,16 @@ def main(argv=None):
     with launch():
         for w in wl.select(args.workloads):
             for dtype in args.dtypes.split(","):
-                for l, name, ours, blas, mads in layer_cases(w, dtype, rng):
+                for l, name, ours, blas, mads in layer_cases(w, dtype, rng,
+                                                             args.from_python):
                     reps = max(1, int(2e6 // mads))
+                    ours, blas = ours(reps), blas(reps)
+                    ours(), blas()  # compiles
                     # alternate, twice each; the lower median of each counts
                     t_ours = t_blas = float("inf")
                     for _ in range(2):
-                        t_ours = min(t_ours, _median_time(_inner(ours, reps), quarter) / reps)
-                        t_blas = min(t_blas, _median_time(_inner(blas, reps), quarter) / reps)
+                        t_ours = min(t_ours, _median_time(ours, quarter) / reps)
+                        t_blas = min(t_blas, _median_time(blas, quarter) / reps)
                     gf_o, gf_b = 2 * mads / t_ours / 1e9, 2 * mads / t_blas / 1e9
                     key = (w.name, dtype)
                     a, b = totals.get(key, (0.0, 0.0))

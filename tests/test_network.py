@@ -218,3 +218,33 @@ def test_bad_seed_and_single_callback():
     assert all(np.array_equal(p, q) for p, q in zip(before, net.weights + net.biases))
     hist = net.fit(X, y % 2, epochs=5, batch_size=4, lr=0.1, callbacks=lambda n, h: h.epochs == 2)
     assert hist.epochs == 2
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_workspaces_are_placed_half_a_page_from_their_rows(dtype):
+    """BP2 and the gradient add rows a multiple of 4 KB long into rows of a workspace:
+    the workspace block is placed half a page (4 KB) away from them, whatever the
+    allocator returned; other shapes get a plain array."""
+    from fastbp.network import PAGE, _spaced_empty
+
+    itemsize = np.dtype(dtype).itemsize
+    rows = np.empty((8, PAGE // itemsize), dtype)
+    for own in (0, 5, 77):
+        buf = _spaced_empty(1000, dtype, [(own, rows.ctypes.data, rows.strides[0])])
+        assert buf.shape == (1000,) and buf.dtype == dtype and buf.flags.c_contiguous
+        phase = (rows.ctypes.data - buf.ctypes.data - own * itemsize) % PAGE
+        assert abs(phase - PAGE // 2) <= 64
+    plain = _spaced_empty(1000, dtype, [(0, rows.ctypes.data, 784 * itemsize)])
+    assert plain.base is None and plain.shape == (1000,)
+    net = fastbp.Network([100, PAGE // itemsize, PAGE // itemsize, 3], dtype=dtype, seed=0)
+    X = np.zeros((20, 100), dtype)
+    _, _, _, (_, abuf, dbuf) = net._kernel_args(10)
+    grad = net._gradient_buffer(X, abuf, 10)
+    w_offsets, blocks = net._offsets(10)
+    for l in (1, 2):
+        grad_phase = (abuf.ctypes.data + blocks[l - 1] * itemsize - grad.ctypes.data
+                      - w_offsets[l] * itemsize) % PAGE
+        bp2_phase = (net._theta.ctypes.data + w_offsets[l] * itemsize - dbuf.ctypes.data
+                     - blocks[l - 1] * itemsize) % PAGE
+        assert min(grad_phase, PAGE - grad_phase) >= 1024
+        assert min(bp2_phase, PAGE - bp2_phase) >= 1024
