@@ -40,6 +40,7 @@ from benchmarks import workloads as wl  # noqa: E402
 from fastbp import kernels  # noqa: E402
 from fastbp._config import PARALLEL_MIN_WORK, launch  # noqa: E402
 from fastbp.kernels import codes  # noqa: E402
+from fastbp.network import _spaced_empty  # noqa: E402
 
 
 #: Seconds of rest before each timing, for the other library's idle threads to stop
@@ -109,8 +110,10 @@ def layer_cases(w, dtype, rng, from_python=False):
         Aout = np.empty((m, n_out), dtype)
         D = rng.standard_normal((m, n_out)).astype(dtype)
         Zp = rng.standard_normal((m, n_in)).astype(dtype)
-        Dp = np.empty((m, n_in), dtype)
-        gW = np.empty_like(W)
+        # placed as Network places its workspaces (away from the rows added into them)
+        row = n_in * W.itemsize
+        Dp = _spaced_empty(m * n_in, dtype, [(0, W.ctypes.data, row)]).reshape(m, n_in)
+        gW = _spaced_empty(n_out * n_in, dtype, [(0, A.ctypes.data, row)]).reshape(n_out, n_in)
         gb = np.empty_like(b)
         VW = np.zeros_like(W)
         Vb = np.zeros_like(b)
