@@ -76,11 +76,12 @@ def _dot4x4(W, A, j0, j1, j2, j3, r0, r1, r2, r3, n, zero):
 
 
 @njit(inline="always", **SERIAL)
-def _add4x4(C, o0, o1, o2, o3, B, r0, r1, r2, r3, n,
+def _add4x4(C, o0, o1, o2, o3, B, r0, r1, r2, r3, n, keep,
             d00, d01, d02, d03, d10, d11, d12, d13,
             d20, d21, d22, d23, d30, d31, d32, d33):
-    """C[o_a, :] += Σ_b d_ab B[r_b, :] for a, b = 0..3: four rows of C updated from four
-    rows of B and a 4 × 4 block of coefficients held in registers.
+    """C[o_a, :] += Σ_b d_ab B[r_b, :] for a, b = 0..3 (or = without ``keep``): four
+    rows of C updated from four rows of B and a 4 × 4 block of coefficients held in
+    registers.
 
     The k loop vectorises: per vector of k it loads four rows of B and four of C and
     issues sixteen fused multiply-adds. BP2 (C = δ^{l-1}, B = W) and the weight gradient
@@ -96,10 +97,11 @@ def _add4x4(C, o0, o1, o2, o3, B, r0, r1, r2, r3, n,
         b1 = B[r1, k]
         b2 = B[r2, k]
         b3 = B[r3, k]
-        c0 = C[o0, k]
-        c1 = C[o1, k]
-        c2 = C[o2, k]
-        c3 = C[o3, k]
+        zero = b0 * ZERO
+        c0 = C[o0, k] if keep else zero
+        c1 = C[o1, k] if keep else zero
+        c2 = C[o2, k] if keep else zero
+        c3 = C[o3, k] if keep else zero
         C[o0, k] = c0 + ((d00 * b0 + d01 * b1) + (d02 * b2 + d03 * b3))
         C[o1, k] = c1 + ((d10 * b0 + d11 * b1) + (d12 * b2 + d13 * b3))
         C[o2, k] = c2 + ((d20 * b0 + d21 * b1) + (d22 * b2 + d23 * b3))
@@ -213,7 +215,8 @@ def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
             s1 = s0 + 1
             s2 = s0 + 2
             s3 = s0 + 3
-            _zero4(D_prev, s0, s1, s2, s3, n_in, zero)
+            if j_full == 0:  # else the first block of neurons writes the rows
+                _zero4(D_prev, s0, s1, s2, s3, n_in, zero)
             for j0 in range(0, j_full, 4):
                 j1 = j0 + 1
                 j2 = j0 + 2
@@ -234,7 +237,7 @@ def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
                 d31 = D[s3, j1]
                 d32 = D[s3, j2]
                 d33 = D[s3, j3]
-                _add4x4(D_prev, s0, s1, s2, s3, W, j0, j1, j2, j3, n_in,
+                _add4x4(D_prev, s0, s1, s2, s3, W, j0, j1, j2, j3, n_in, j0 > 0,
                         d00, d01, d02, d03, d10, d11, d12, d13,
                         d20, d21, d22, d23, d30, d31, d32, d33)
             for j in range(j_full, n_out):
@@ -278,12 +281,12 @@ def _gradient_rows4(D, A_prev, rows, m, scale, gW, j0, n_in, zero):
 
     The examples are taken four at a time: per vector of k, four input rows and the four
     gradient rows are loaded and sixteen multiply-adds issued. Each element sums its
-    blocks of four examples in ascending order, as :func:`_gradient_row` does.
+    blocks of four examples in ascending order, as :func:`_gradient_row` does; the
+    first block writes the rows (no pass to zero them first).
     """
     j1 = j0 + 1
     j2 = j0 + 2
     j3 = j0 + 3
-    _zero4(gW, j0, j1, j2, j3, n_in, zero)
     for s0 in range(0, m, 4):
         s1 = min(s0 + 1, m - 1)
         s2 = min(s0 + 2, m - 1)
@@ -308,15 +311,15 @@ def _gradient_rows4(D, A_prev, rows, m, scale, gW, j0, n_in, zero):
         d32 = D[s2, j3] * scale if e2 else zero
         d33 = D[s3, j3] * scale if e3 else zero
         _add4x4(gW, j0, j1, j2, j3, A_prev, rows[s0], rows[s1], rows[s2], rows[s3], n_in,
+                s0 > 0,
                 d00, d01, d02, d03, d10, d11, d12, d13,
                 d20, d21, d22, d23, d30, d31, d32, d33)
 
 
 @njit(inline="always", **SERIAL)
 def _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero):
-    """Σ_s (scale δ_sj) a_{rows[s],k} into row j of gW, the examples four at a time."""
-    for k in range(n_in):
-        gW[j, k] = zero
+    """Σ_s (scale δ_sj) a_{rows[s],k} into row j of gW, the examples four at a time
+    (the first four written, not added: no pass to zero the row)."""
     for s0 in range(0, m, 4):
         s1 = min(s0 + 1, m - 1)
         s2 = min(s0 + 2, m - 1)
@@ -329,9 +332,14 @@ def _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero):
         r1 = rows[s1]
         r2 = rows[s2]
         r3 = rows[s3]
-        for k in range(n_in):
-            gW[j, k] += (d0 * A_prev[r0, k] + d1 * A_prev[r1, k]) + (
-                d2 * A_prev[r2, k] + d3 * A_prev[r3, k])
+        if s0 == 0:
+            for k in range(n_in):
+                gW[j, k] = (d0 * A_prev[r0, k] + d1 * A_prev[r1, k]) + (
+                    d2 * A_prev[r2, k] + d3 * A_prev[r3, k])
+        else:
+            for k in range(n_in):
+                gW[j, k] += (d0 * A_prev[r0, k] + d1 * A_prev[r1, k]) + (
+                    d2 * A_prev[r2, k] + d3 * A_prev[r3, k])
 
 
 def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
