@@ -209,6 +209,9 @@ def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
     j_full = n_out - n_out % 4
+    # σ' over a block's rows at once: they are contiguous
+    size = D_prev.size
+    d_flat, z_flat, a_flat = D_prev.reshape(size), Z_prev.reshape(size), A_prev.reshape(size)
     for sb in prange((m + 3) // 4):
         s0 = 4 * sb
         if s0 + 4 <= m:
@@ -271,8 +274,7 @@ def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
                     d = D[s, j]
                     for k in range(n_in):
                         D_prev[s, k] += W[j, k] * d
-        for s in range(s0, min(s0 + 4, m)):
-            derivative_scale(act_prev, D_prev[s], Z_prev[s], A_prev[s], 0, n_in)
+        derivative_scale(act_prev, d_flat, z_flat, a_flat, s0 * n_in, min(s0 + 4, m) * n_in)
 
 
 @njit(inline="always", **SERIAL)
