@@ -38,9 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import workloads as wl  # noqa: E402
 from fastbp import kernels  # noqa: E402
-from fastbp._config import PARALLEL_MIN_WORK, launch  # noqa: E402
+from fastbp._config import launch  # noqa: E402
 from fastbp.kernels import codes  # noqa: E402
-from fastbp.network import _spaced_empty  # noqa: E402
 
 
 #: Seconds of rest before each timing, for the other library's idle threads to stop
@@ -69,10 +68,19 @@ def _inner(fn, reps):
     return run
 
 
+def _minibatch(order, i, m):
+    """Rows of the i-th minibatch of m, cycling through ``order``."""
+    start = (i * m) % (order.shape[0] - m + 1)
+    return order[start:start + m]
+
+
+_minibatch_jit = njit(_minibatch)
+
+
 @njit
-def _forward_loop(kernel, A, rows, W, b, act, m, Z, A_out, reps):
-    for _ in range(reps):
-        kernel(A, rows, W, b, act, m, Z, A_out)
+def _forward_loop(kernel, A, order, W, b, act, m, Z, A_out, reps):
+    for i in range(reps):
+        kernel(A, _minibatch_jit(order, i, m), W, b, act, m, Z, A_out)
 
 
 @njit
@@ -82,10 +90,11 @@ def _backward_loop(kernel, D, W, Z_prev, A_prev, act, m, D_prev, reps):
 
 
 @njit
-def _gradient_loop(kernel, D, A, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
+def _gradient_loop(kernel, D, A, order, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
                    reps):
-    for _ in range(reps):
-        kernel(D, A, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay, True)
+    for i in range(reps):
+        kernel(D, A, _minibatch_jit(order, i, m), m, scale, W, b, gW, gb, VW, Vb, lr,
+               momentum, decay, True)
 
 
 @njit
@@ -96,55 +105,72 @@ def _dot_loop(a, b, out, reps):
 
 def layer_cases(w, dtype, rng, from_python=False):
     """(layer, kernel name, fastbp timer, OpenBLAS timer, multiply-adds) for one workload;
-    a timer, given a number of repetitions, returns a function making that many calls."""
+    a timer, given a number of repetitions, returns a function making that many calls.
+
+    fastbp's kernels run on the buffers a :class:`fastbp.Network` trains with (its
+    parameters, the workspaces and gradient buffer ``fit`` allocates), the first layer
+    reading successive minibatches of a shuffled training set in place, as in training;
+    OpenBLAS multiplies contiguous arrays of the same shapes.
+    """
     m = w.batch
     act = codes.ACTIVATION_CODES[w.hidden]
     real = np.dtype(dtype).type
-    rows = np.arange(m, dtype=np.int64)
+    n = min(w.n_examples, 20 * m + 1000)
+    X = w.data(dtype, n)[0]
+    order = rng.permutation(n).astype(np.int64)
+    net = w.network(dtype)
+    sizes, par, ident, (zbuf, abuf, dbuf) = net._kernel_args(m)
+    grad = net._gradient_buffer(X, abuf, m)
+    for buf in (zbuf, dbuf):
+        buf[...] = rng.standard_normal(buf.shape)
+    abuf[...] = rng.random(abuf.shape)
+    gWs, gbs = net._views(grad)
+    _, blocks = net._offsets(m)
+
+    def block(buf, l, cols):
+        return buf[blocks[l]:blocks[l] + m * cols].reshape(m, cols)
+
     for l, (n_in, n_out) in enumerate(zip(w.sizes[:-1], w.sizes[1:])):
-        big = m * n_out * n_in >= PARALLEL_MIN_WORK
-        A = rng.random((m, n_in)).astype(dtype)
-        W = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(dtype)
-        b = np.zeros(n_out, dtype)
-        Z = np.empty((m, n_out), dtype)
-        Aout = np.empty((m, n_out), dtype)
-        D = rng.standard_normal((m, n_out)).astype(dtype)
-        Zp = rng.standard_normal((m, n_in)).astype(dtype)
-        # placed as Network places its workspaces (away from the rows added into them)
-        row = n_in * W.itemsize
-        Dp = _spaced_empty(m * n_in, dtype, [(0, W.ctypes.data, row)]).reshape(m, n_in)
-        gW = _spaced_empty(n_out * n_in, dtype, [(0, A.ctypes.data, row)]).reshape(n_out, n_in)
-        gb = np.empty_like(b)
-        VW = np.zeros_like(W)
-        Vb = np.zeros_like(b)
+        W, b, gW, gb = net.weights[l], net.biases[l], gWs[l], gbs[l]
+        Z, A, D = block(zbuf, l, n_out), block(abuf, l, n_out), block(dbuf, l, n_out)
+        if l == 0:
+            A_prev, rows = X, order
+        else:
+            A_prev, rows = block(abuf, l - 1, n_in), ident
+            Z_prev, D_prev = block(zbuf, l - 1, n_in), block(dbuf, l - 1, n_in)
+        fwd = kernels.forward_par if par[l, 0] else kernels.forward_ser
+        bwd = kernels.backward_par if par[l, 1] else kernels.backward_ser
+        grd = kernels.gradient_step_par if par[l, 2] else kernels.gradient_step_ser
+        lr, zero = real(1e-9), real(0)
+        grad_args = (D, A_prev, rows, m, real(1 / m), W, b, gW, gb, gW, gb, lr, zero, zero)
+        # OpenBLAS's operands and outputs
+        A_c = np.ascontiguousarray(A_prev[rows[:m]])
         outs = (np.empty((m, n_out), dtype), np.empty((m, n_in), dtype),
                 np.empty((n_out, n_in), dtype))
         mads = m * n_out * n_in
-        fwd = kernels.forward_par if big and n_out > 4 else kernels.forward_ser
-        bwd = kernels.backward_par if big and m > 4 else kernels.backward_ser
-        grd = kernels.gradient_step_par if big and n_out > 1 else kernels.gradient_step_ser
-        lr, zero = real(1e-9), real(0)
-        grad_args = (D, A, rows, m, real(1 / m), W, b, gW, gb, VW, Vb, lr, zero, zero)
         if from_python:
+            first = rows[:m]
             yield (l, "forward", lambda r: _inner(
-                       lambda: fwd(A, rows, W, b, act, m, Z, Aout), r),
-                   lambda r: _inner(lambda: np.dot(A, W.T, out=outs[0]), r), mads)
+                       lambda: fwd(A_prev, first, W, b, act, m, Z, A), r),
+                   lambda r: _inner(lambda: np.dot(A_c, W.T, out=outs[0]), r), mads)
             if l > 0:
                 yield (l, "backward", lambda r: _inner(
-                           lambda: bwd(D, W, Zp, A, act, m, Dp), r),
+                           lambda: bwd(D, W, Z_prev, A_prev, act, m, D_prev), r),
                        lambda r: _inner(lambda: np.dot(D, W, out=outs[1]), r), mads)
-            yield (l, "gradient", lambda r: _inner(lambda: grd(*grad_args, True), r),
-                   lambda r: _inner(lambda: np.dot(D.T, A, out=outs[2]), r), mads)
+            yield (l, "gradient", lambda r: _inner(
+                       lambda: grd(*grad_args[:2], first, *grad_args[3:], True), r),
+                   lambda r: _inner(lambda: np.dot(D.T, A_c, out=outs[2]), r), mads)
         else:
             yield (l, "forward",
-                   lambda r: lambda: _forward_loop(fwd, A, rows, W, b, act, m, Z, Aout, r),
-                   lambda r: lambda: _dot_loop(A, W.T, outs[0], r), mads)
+                   lambda r: lambda: _forward_loop(fwd, A_prev, rows, W, b, act, m, Z, A, r),
+                   lambda r: lambda: _dot_loop(A_c, W.T, outs[0], r), mads)
             if l > 0:
                 yield (l, "backward",
-                       lambda r: lambda: _backward_loop(bwd, D, W, Zp, A, act, m, Dp, r),
+                       lambda r: lambda: _backward_loop(bwd, D, W, Z_prev, A_prev, act, m,
+                                                        D_prev, r),
                        lambda r: lambda: _dot_loop(D, W, outs[1], r), mads)
             yield (l, "gradient", lambda r: lambda: _gradient_loop(grd, *grad_args, r),
-                   lambda r: lambda: _dot_loop(D.T, A, outs[2], r), mads)
+                   lambda r: lambda: _dot_loop(D.T, A_c, outs[2], r), mads)
 
 
 def _blas_line(from_python):
