@@ -95,12 +95,12 @@ PARALLEL_MIN_WORK = 32768
 ACTIVATE_PAR_MIN = 8192
 
 #: Multiply-adds of a minibatch's forward pass (batch × Σ_l n_l n_{l-1}) up to which
-#: training runs through :mod:`fastbp.kernels.tiny`, one function per epoch: measured on
-#: 2 cores with its first, scalar version, it was faster below about a thousand (2.7x on
-#: a 4-4-4-1 network in minibatches of 4) and slower above (0.6x on 16-16-16-4 in
-#: minibatches of 4); the crossover has not been measured again since examples run in
-#: SIMD lanes there.
-TINY_MAX_WORK = 1024
+#: training runs through :mod:`fastbp.kernels.tiny`, one function per epoch. Measured on
+#: 2 cores (epoch time, flat kernels / tiny path, float64 and float32 alike): 5.2x at 144
+#: (4-4-4-1, batches of 4), 1.4-1.7x at 1,920-2,400, 1.0-1.5x at 4,352-4,608, 0.9-1.1x at
+#: 5,120-5,376, 0.9-1.4x at 8,192-8,320 and 0.3-0.7x from 13,440 (32-32-10, batches of 10)
+#: up. Work counts only the forward pass, so the same work can favour either path.
+TINY_MAX_WORK = 4096
 
 
 @contextlib.contextmanager
