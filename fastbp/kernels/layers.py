@@ -79,6 +79,66 @@ def _exp_impl(x):
     return impl
 
 
+def tanh(x):
+    """tanh x in arithmetic that vectorises, as :func:`exp` is for e^x.
+
+    tanh x = sign(x) u / (u + 2) with u = e^{2|x|} - 1 (no cancellation for small x):
+    u from the reduction of :func:`exp`, 2|x| = k ln 2 + r, as 2^k (e^r - 1) + (2^k - 1),
+    e^r - 1 by its Taylor polynomial without the leading 1 (degree 14 in float64, 8 in
+    float32). |x| is clamped at 22 (float64) or 10 (float32), where tanh is 1 to the
+    last bit; ±inf give ±1 and NaN stays NaN. Measured against ``np.tanh``: relative
+    error below 2.2 ε (3 ulp) in float64 and 1.9 ε in float32, the largest where
+    2|x| > ln2/2 starts the reduction (tests/test_kernels.py checks 2.5 ε); 0.95 and
+    0.33 ns per element in a loop. libm's tanh, which LLVM cannot vectorise, had cost a
+    100 × 16 layer 20 µs against 3.8 µs for the sigmoid. In Python (and for other
+    types) it is ``math.tanh``.
+    """
+    return math.tanh(x)
+
+
+# Taylor coefficients 1/i! of (e^r - 1) / r, highest degree first.
+_M64 = tuple(1.0 / math.factorial(i) for i in range(14, 0, -1))
+_M32 = tuple(np.float32(1.0 / math.factorial(i)) for i in range(8, 0, -1))
+
+
+@overload(tanh, jit_options=EXP_JIT)
+def _tanh_impl(x):
+    if isinstance(x, types.Float) and x.bitwidth == 64:
+        f, i, bias, bits, high = np.float64, np.int64, 1023, 52, 22.0
+        log2e, ln2_hi, ln2_lo = 1.4426950408889634, 0.6931471803691238, 1.9082149292705877e-10
+        c = _M64
+    elif isinstance(x, types.Float) and x.bitwidth == 32:
+        f, i, bias, bits, high = np.float32, np.int32, 127, 23, 10.0
+        log2e, ln2_hi, ln2_lo = 1.4426950408889634, 0.693359375, -2.12194440e-4
+        c = _M32
+    else:
+        return lambda x: math.tanh(x)
+    shift = f(1.5 * 2.0**bits)
+    shift_bits = shift.view(i)
+    high, log2e, ln2_hi, ln2_lo = f(high), f(log2e), f(ln2_hi), f(ln2_lo)
+    zero, one, two = f(0), f(1), f(2)
+    bias, bits = i(bias), i(bits)
+    n = len(c)
+
+    def impl(x):
+        a = abs(x)
+        a = high if a > high else a  # NaN stays NaN
+        y = a + a
+        t = y * log2e + shift
+        k = t - shift
+        ki = f(t).view(i) - shift_bits
+        r = (y - k * ln2_hi) - k * ln2_lo
+        p = c[0]
+        for d in range(1, n):
+            p = p * r + c[d]
+        s = i((ki + bias) << bits).view(f)  # 2^k, k >= 0
+        u = s * (p * r) + (s - one)  # e^y - 1
+        h = u / (u + two)
+        return h if x >= zero else -h
+
+    return impl
+
+
 @njit(inline="always", **SERIAL)
 def activate(act, z):
     """σ(z) for one weighted input ``z`` (every activation but softmax).
@@ -93,7 +153,7 @@ def activate(act, z):
         e = exp(-abs(z))
         return (ONE if z >= ZERO else e) / (ONE + e)
     if act == TANH:
-        return math.tanh(z)
+        return tanh(z)
     if act == RELU:
         return ZERO if z <= ZERO else z
     return z
