@@ -242,7 +242,8 @@ def _rows(rng, n_src, m):
 @pytest.mark.parametrize("parallel", [True, False])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["sigmoid", "relu", "tanh", "identity", "softmax"])
-@pytest.mark.parametrize("m,n_out,n_in", [(9, 5, 6), (1, 1, 3), (4, 8, 17), (13, 10, 33)])
+@pytest.mark.parametrize("m,n_out,n_in", [(9, 5, 6), (1, 1, 3), (4, 8, 17), (13, 10, 33),
+                                          (10, 9, 7), (7, 8, 5)])
 def test_forward(act, dtype, parallel, m, n_out, n_in, rng):
     if act == "softmax" and n_out < 2:
         pytest.skip("softmax needs two outputs")

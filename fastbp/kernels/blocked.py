@@ -133,6 +133,29 @@ def _dot4x1(W, A, j0, r, n, zero):
 
 
 @njit(inline="always", **SERIAL)
+def _dot4x2(W, A, j0, r0, r1, n, zero):
+    """The 8 dot products W[j0 + a, :] · A[r_b, :] for the two examples left over by the
+    4 × 4 blocks (six loads per eight multiply-adds, against five per four one by one)."""
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = zero
+    for k in range(n):
+        a0 = A[r0, k]
+        a1 = A[r1, k]
+        w0 = W[j0, k]
+        w1 = W[j0 + 1, k]
+        w2 = W[j0 + 2, k]
+        w3 = W[j0 + 3, k]
+        c00 += w0 * a0
+        c01 += w0 * a1
+        c10 += w1 * a0
+        c11 += w1 * a1
+        c20 += w2 * a0
+        c21 += w2 * a1
+        c30 += w3 * a0
+        c31 += w3 * a1
+    return c00, c01, c10, c11, c20, c21, c30, c31
+
+
+@njit(inline="always", **SERIAL)
 def _dot(W, A, j, r, n, zero):
     """W[j, :] · A[r, :], for the neurons and examples left over by the 4 × 4 blocks."""
     c = zero
@@ -154,8 +177,10 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
     """z^l_j = Σ_k w^l_jk a^{l-1}_k + b^l_j and a^l = σ(z^l) for m examples.
 
     Blocks of 4 neurons j (split among threads) × 4 examples, each stored element by
-    element (the sixteen sums stay in registers); an example left over takes the block's
-    four neurons at once, a neuron left over one dot product per example. Example s reads
+    element (the sixteen sums stay in registers); examples left over take the block's
+    four neurons two at a time, then one, a neuron left over one dot product per example
+    (two left-over examples together: float32 7-9% faster in W2's layers, float64's
+    30-wide and narrower layers 10-15% slower, by 0.04 µs). Example s reads
     its input row ``A_prev[rows[s]]``. σ (or softmax) follows row by row, in parallel
     over the examples from ``ACTIVATE_PAR_MIN`` activations.
     """
@@ -178,7 +203,13 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
                 _store(Z, b, s1, j0, c[1], c[5], c[9], c[13])
                 _store(Z, b, s2, j0, c[2], c[6], c[10], c[14])
                 _store(Z, b, s3, j0, c[3], c[7], c[11], c[15])
-            for s in range(m_full, m):
+            s = m_full
+            if s + 2 <= m:
+                c = _dot4x2(W, A_prev, j0, rows[s], rows[s + 1], n_in, zero)
+                _store(Z, b, s, j0, c[0], c[2], c[4], c[6])
+                _store(Z, b, s + 1, j0, c[1], c[3], c[5], c[7])
+                s += 2
+            if s < m:
                 c = _dot4x1(W, A_prev, j0, rows[s], n_in, zero)
                 _store(Z, b, s, j0, c[0], c[1], c[2], c[3])
         else:
