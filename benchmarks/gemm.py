@@ -90,11 +90,10 @@ def _backward_loop(kernel, D, W, Z_prev, A_prev, act, m, D_prev, reps):
 
 
 @njit
-def _gradient_loop(kernel, D, A, order, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
+def _gradient_loop(kernel, D, A, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
                    reps):
-    for i in range(reps):
-        kernel(D, A, _minibatch_jit(order, i, m), m, scale, W, b, gW, gb, VW, Vb, lr,
-               momentum, decay, True)
+    for _ in range(reps):
+        kernel(D, A, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay, True)
 
 
 @njit
@@ -108,9 +107,11 @@ def layer_cases(w, dtype, rng, from_python=False):
     a timer, given a number of repetitions, returns a function making that many calls.
 
     fastbp's kernels run on the buffers a :class:`fastbp.Network` trains with (its
-    parameters, the workspaces and gradient buffer ``fit`` allocates), the first layer
-    reading successive minibatches of a shuffled training set in place, as in training;
-    OpenBLAS multiplies contiguous arrays of the same shapes.
+    parameters, the workspaces and gradient buffer ``fit`` allocates). As in training, the
+    first layer's forward kernel reads successive minibatches of a shuffled training set
+    in place (rows it has not seen), and its gradient kernel one minibatch again and
+    again (in a step it reads the rows the forward pass has just read). OpenBLAS
+    multiplies contiguous arrays of the same shapes.
     """
     m = w.batch
     act = codes.ACTIVATION_CODES[w.hidden]
@@ -169,6 +170,7 @@ def layer_cases(w, dtype, rng, from_python=False):
                        lambda r: lambda: _backward_loop(bwd, D, W, Z_prev, A_prev, act, m,
                                                         D_prev, r),
                        lambda r: lambda: _dot_loop(D, W, outs[1], r), mads)
+            grad_args = grad_args[:2] + (rows[:m],) + grad_args[3:]
             yield (l, "gradient", lambda r: lambda: _gradient_loop(grd, *grad_args, r),
                    lambda r: lambda: _dot_loop(D.T, A_c, outs[2], r), mads)
 
