@@ -181,12 +181,10 @@ class Network:
 
     def _views(self, buf):
         """Per-layer weight and bias views of a buffer laid out like the parameters."""
-        weights, biases, o = [], [], 0
-        for n_in, n_out in zip(self.sizes, self.sizes[1:]):
+        weights, biases = [], []
+        for o, n_in, n_out in zip(self._offsets(0)[0], self.sizes, self.sizes[1:]):
             weights.append(buf[o:o + n_out * n_in].reshape(n_out, n_in))
-            o += n_out * n_in
-            biases.append(buf[o:o + n_out])
-            o += n_out
+            biases.append(buf[o + n_out * n_in:o + n_out * n_in + n_out])
         return weights, biases
 
     def _bind(self):
@@ -290,8 +288,9 @@ class Network:
         return sizes, par, np.arange(batch, dtype=np.int64), (zbuf, abuf, dbuf)
 
     def _offsets(self, batch):
-        """Where each layer's W starts in the parameter buffer and its (batch, n_out)
-        block in a workspace buffer, in elements."""
+        """Where each layer's W starts in the parameter buffer (its b follows W) and its
+        (batch, n_out) block in a workspace buffer, in elements; the layout of
+        :mod:`fastbp.kernels.flat`."""
         w_offsets, blocks, o, a = [], [], 0, 0
         for n_in, n_out in zip(self.sizes, self.sizes[1:]):
             w_offsets.append(o)
@@ -315,7 +314,7 @@ class Network:
         """The output layer's (batch, n_out) block of a workspace buffer (stored
         neuron by neuron when ``transposed``, as :mod:`fastbp.kernels.tiny` has it)."""
         n_out = self.n_outputs
-        start = batch * (sum(self.sizes[1:]) - n_out)
+        start = self._offsets(batch)[1][-1]
         block = buf[start:start + batch * n_out]
         return block.reshape(n_out, batch).T if transposed else block.reshape(batch, n_out)
 
