@@ -41,25 +41,34 @@ _C64 = tuple(1.0 / math.factorial(i) for i in range(12, -1, -1))
 _C32 = tuple(np.float32(1.0 / math.factorial(i)) for i in range(7, -1, -1))
 
 
-@overload(exp, jit_options=EXP_JIT)
-def _exp_impl(x):
+def _float_parts(x):
+    """For a Numba float32 or float64 type: (float type, integer type of its width,
+    exponent bias, mantissa bits, x/ln2 + shift rounding to an integer in the mantissa's
+    low bits, that shift's bits, log2 e, ln 2 split in a high part exact in products with
+    small integers and a low part), all converted; None for other types."""
     if isinstance(x, types.Float) and x.bitwidth == 64:
         f, i, bias, bits = np.float64, np.int64, 1023, 52
-        low, high = -746.0, 710.0  # e^x is 0 below and inf above
-        log2e, ln2_hi, ln2_lo = 1.4426950408889634, 0.6931471803691238, 1.9082149292705877e-10
-        c = _C64
+        ln2_hi, ln2_lo = 0.6931471803691238, 1.9082149292705877e-10
     elif isinstance(x, types.Float) and x.bitwidth == 32:
         f, i, bias, bits = np.float32, np.int32, 127, 23
-        low, high = -104.0, 89.0
-        log2e, ln2_hi, ln2_lo = 1.4426950408889634, 0.693359375, -2.12194440e-4
-        c = _C32
+        ln2_hi, ln2_lo = 0.693359375, -2.12194440e-4
     else:
-        return lambda x: math.exp(x)
-    # x/ln2 + 1.5·2^bits rounds to an integer in the low bits of the mantissa
+        return None
     shift = f(1.5 * 2.0**bits)
-    shift_bits = shift.view(i)
-    low, high, log2e, ln2_hi, ln2_lo = f(low), f(high), f(log2e), f(ln2_hi), f(ln2_lo)
-    bias, bits, one = i(bias), i(bits), i(1)
+    return (f, i, i(bias), i(bits), shift, shift.view(i), f(1.4426950408889634), f(ln2_hi),
+            f(ln2_lo))
+
+
+@overload(exp, jit_options=EXP_JIT)
+def _exp_impl(x):
+    parts = _float_parts(x)
+    if parts is None:
+        return lambda x: math.exp(x)
+    f, i, bias, bits, shift, shift_bits, log2e, ln2_hi, ln2_lo = parts
+    wide = x.bitwidth == 64
+    low, high = (f(-746.0), f(710.0)) if wide else (f(-104.0), f(89.0))  # e^x is 0, inf
+    c = _C64 if wide else _C32
+    one = i(1)
     n = len(c)
 
     def impl(x):
@@ -103,21 +112,12 @@ _M32 = tuple(np.float32(1.0 / math.factorial(i)) for i in range(8, 0, -1))
 
 @overload(tanh, jit_options=EXP_JIT)
 def _tanh_impl(x):
-    if isinstance(x, types.Float) and x.bitwidth == 64:
-        f, i, bias, bits, high = np.float64, np.int64, 1023, 52, 22.0
-        log2e, ln2_hi, ln2_lo = 1.4426950408889634, 0.6931471803691238, 1.9082149292705877e-10
-        c = _M64
-    elif isinstance(x, types.Float) and x.bitwidth == 32:
-        f, i, bias, bits, high = np.float32, np.int32, 127, 23, 10.0
-        log2e, ln2_hi, ln2_lo = 1.4426950408889634, 0.693359375, -2.12194440e-4
-        c = _M32
-    else:
+    parts = _float_parts(x)
+    if parts is None:
         return lambda x: math.tanh(x)
-    shift = f(1.5 * 2.0**bits)
-    shift_bits = shift.view(i)
-    high, log2e, ln2_hi, ln2_lo = f(high), f(log2e), f(ln2_hi), f(ln2_lo)
+    f, i, bias, bits, shift, shift_bits, log2e, ln2_hi, ln2_lo = parts
+    high, c = (f(22.0), _M64) if x.bitwidth == 64 else (f(10.0), _M32)
     zero, one, two = f(0), f(1), f(2)
-    bias, bits = i(bias), i(bits)
     n = len(c)
 
     def impl(x):
