@@ -68,19 +68,10 @@ def _inner(fn, reps):
     return run
 
 
-def _minibatch(order, i, m):
-    """Rows of the i-th minibatch of m, cycling through ``order``."""
-    start = (i * m) % (order.shape[0] - m + 1)
-    return order[start:start + m]
-
-
-_minibatch_jit = njit(_minibatch)
-
-
 @njit
-def _forward_loop(kernel, A, order, W, b, act, m, Z, A_out, reps):
-    for i in range(reps):
-        kernel(A, _minibatch_jit(order, i, m), W, b, act, m, Z, A_out)
+def _forward_loop(kernel, A, rows, W, b, act, m, Z, A_out, reps):
+    for _ in range(reps):
+        kernel(A, rows, W, b, act, m, Z, A_out)
 
 
 @njit
@@ -107,11 +98,12 @@ def layer_cases(w, dtype, rng, from_python=False):
     a timer, given a number of repetitions, returns a function making that many calls.
 
     fastbp's kernels run on the buffers a :class:`fastbp.Network` trains with (its
-    parameters, the workspaces and gradient buffer ``fit`` allocates). As in training, the
-    first layer's forward kernel reads successive minibatches of a shuffled training set
-    in place (rows it has not seen), and its gradient kernel one minibatch again and
-    again (in a step it reads the rows the forward pass has just read). OpenBLAS
-    multiplies contiguous arrays of the same shapes.
+    parameters, the workspaces and gradient buffer ``fit`` allocates), the first layer
+    reading a shuffled minibatch of a training set in place through its rows, as in
+    training. OpenBLAS multiplies contiguous arrays of the same shapes. Both repeat one
+    minibatch, so both find their operands in cache: this compares the kernels'
+    arithmetic, not the memory traffic of fresh minibatches (which compare.py's epochs
+    include, and which moves the first layer's kernels by up to 2x between runs here).
     """
     m = w.batch
     act = codes.ACTIVATION_CODES[w.hidden]
@@ -135,7 +127,7 @@ def layer_cases(w, dtype, rng, from_python=False):
         W, b, gW, gb = net.weights[l], net.biases[l], gWs[l], gbs[l]
         Z, A, D = block(zbuf, l, n_out), block(abuf, l, n_out), block(dbuf, l, n_out)
         if l == 0:
-            A_prev, rows = X, order
+            A_prev, rows = X, order[:m]
         else:
             A_prev, rows = block(abuf, l - 1, n_in), ident
             Z_prev, D_prev = block(zbuf, l - 1, n_in), block(dbuf, l - 1, n_in)
@@ -150,7 +142,7 @@ def layer_cases(w, dtype, rng, from_python=False):
                 np.empty((n_out, n_in), dtype))
         mads = m * n_out * n_in
         if from_python:
-            first = rows[:m]
+            first = rows
             yield (l, "forward", lambda r: _inner(
                        lambda: fwd(A_prev, first, W, b, act, m, Z, A), r),
                    lambda r: _inner(lambda: np.dot(A_c, W.T, out=outs[0]), r), mads)
@@ -170,7 +162,6 @@ def layer_cases(w, dtype, rng, from_python=False):
                        lambda r: lambda: _backward_loop(bwd, D, W, Z_prev, A_prev, act, m,
                                                         D_prev, r),
                        lambda r: lambda: _dot_loop(D, W, outs[1], r), mads)
-            grad_args = grad_args[:2] + (rows[:m],) + grad_args[3:]
             yield (l, "gradient", lambda r: lambda: _gradient_loop(grd, *grad_args, r),
                    lambda r: lambda: _dot_loop(D.T, A_c, outs[2], r), mads)
 
