@@ -69,9 +69,16 @@ def _inner(fn, reps):
 
 
 @njit
-def _forward_loop(kernel, A, rows, W, b, act, m, Z, A_out, reps):
-    for _ in range(reps):
-        kernel(A, rows, W, b, act, m, Z, A_out)
+def _minibatch(order, i, m):
+    """Rows of the i-th minibatch of m, cycling through ``order``."""
+    start = (i * m) % (order.shape[0] - m + 1)
+    return order[start:start + m]
+
+
+@njit
+def _forward_loop(kernel, A, order, W, b, act, m, Z, A_out, reps):
+    for i in range(reps):
+        kernel(A, _minibatch(order, i, m), W, b, act, m, Z, A_out)
 
 
 @njit
@@ -81,10 +88,11 @@ def _backward_loop(kernel, D, W, Z_prev, A_prev, act, m, D_prev, reps):
 
 
 @njit
-def _gradient_loop(kernel, D, A, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
+def _gradient_loop(kernel, D, A, order, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
                    reps):
-    for _ in range(reps):
-        kernel(D, A, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay, True)
+    for i in range(reps):
+        kernel(D, A, _minibatch(order, i, m), m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
+               decay, True)
 
 
 @njit
@@ -99,16 +107,21 @@ def layer_cases(w, dtype, rng, from_python=False):
 
     fastbp's kernels run on the buffers a :class:`fastbp.Network` trains with (its
     parameters, the workspaces and gradient buffer ``fit`` allocates), the first layer
-    reading a shuffled minibatch of a training set in place through its rows, as in
-    training. OpenBLAS multiplies contiguous arrays of the same shapes. Both repeat one
-    minibatch, so both find their operands in cache: this compares the kernels'
-    arithmetic, not the memory traffic of fresh minibatches (which compare.py's epochs
-    include, and which moves the first layer's kernels by up to 2x between runs here).
+    reading shuffled minibatches of a training set in place through their rows, as in
+    training: a new minibatch every call, drawn from a set of rows small enough to stay
+    in cache (about 512 KB, at least two minibatches). OpenBLAS multiplies contiguous
+    arrays of the same shapes, also in cache. This compares the kernels' arithmetic, not
+    the memory traffic of fresh minibatches, which compare.py's epochs include. (One
+    minibatch over and over would fix its rows' places against the gradient's rows: with
+    rows 4 KB apart modulo a page, a bad pair of places stalls the gradient's loads on
+    its stores, 4K aliasing, and the first layer's gradient ran up to 2x slower in some
+    processes than in others.)
     """
     m = w.batch
     act = codes.ACTIVATION_CODES[w.hidden]
     real = np.dtype(dtype).type
-    n = min(w.n_examples, 20 * m + 1000)
+    row_bytes = w.sizes[0] * np.dtype(dtype).itemsize
+    n = max(2 * m, 512 * 1024 // row_bytes)
     X = w.data(dtype, n)[0]
     order = rng.permutation(n).astype(np.int64)
     net = w.network(dtype)
@@ -127,7 +140,7 @@ def layer_cases(w, dtype, rng, from_python=False):
         W, b, gW, gb = net.weights[l], net.biases[l], gWs[l], gbs[l]
         Z, A, D = block(zbuf, l, n_out), block(abuf, l, n_out), block(dbuf, l, n_out)
         if l == 0:
-            A_prev, rows = X, order[:m]
+            A_prev, rows = X, order
         else:
             A_prev, rows = block(abuf, l - 1, n_in), ident
             Z_prev, D_prev = block(zbuf, l - 1, n_in), block(dbuf, l - 1, n_in)
@@ -142,7 +155,7 @@ def layer_cases(w, dtype, rng, from_python=False):
                 np.empty((n_out, n_in), dtype))
         mads = m * n_out * n_in
         if from_python:
-            first = rows
+            first = rows[:m]
             yield (l, "forward", lambda r: _inner(
                        lambda: fwd(A_prev, first, W, b, act, m, Z, A), r),
                    lambda r: _inner(lambda: np.dot(A_c, W.T, out=outs[0]), r), mads)
