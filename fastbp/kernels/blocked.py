@@ -365,14 +365,11 @@ def _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero):
         r1 = rows[s1]
         r2 = rows[s2]
         r3 = rows[s3]
-        if s0 == 0:
-            for k in range(n_in):
-                gW[j, k] = (d0 * A_prev[r0, k] + d1 * A_prev[r1, k]) + (
-                    d2 * A_prev[r2, k] + d3 * A_prev[r3, k])
-        else:
-            for k in range(n_in):
-                gW[j, k] += (d0 * A_prev[r0, k] + d1 * A_prev[r1, k]) + (
-                    d2 * A_prev[r2, k] + d3 * A_prev[r3, k])
+        keep = s0 > 0
+        for k in range(n_in):
+            c = gW[j, k] if keep else zero
+            gW[j, k] = c + ((d0 * A_prev[r0, k] + d1 * A_prev[r1, k]) + (
+                d2 * A_prev[r2, k] + d3 * A_prev[r3, k]))
 
 
 def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
