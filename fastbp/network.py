@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _validation as v
 from . import kernels
-from ._config import PARALLEL_MIN_WORK, TINY_MAX_WORK, launch
+from ._config import FUSE_MAX_BYTES, PARALLEL_MIN_WORK, TINY_MAX_WORK, launch
 from .kernels import flat, tiny
 
 #: Rows fed forward at once by forward/cost/evaluate/predict: bounds their memory.
@@ -270,13 +270,16 @@ class Network:
 
         A layer's kernel runs in parallel when its work (batch × n_out × n_in
         multiply-adds) repays a parallel region and its parallel loop has more than one
-        block; the choice depends on shapes alone, never on the thread count.
+        block; the choice depends on shapes alone, never on the thread count. Column 3 of
+        the first layer's flags: whether its step feeds the next minibatch forward in the
+        same region (``FUSE_MAX_BYTES``).
         """
         sizes = np.asarray(self.sizes, dtype=np.int64)
-        par = np.zeros((len(self.sizes) - 1, 3), dtype=np.int64)
+        par = np.zeros((len(self.sizes) - 1, 4), dtype=np.int64)
         for l, (n_in, n_out) in enumerate(zip(self.sizes, self.sizes[1:])):
             big = batch * n_out * n_in >= PARALLEL_MIN_WORK
-            par[l] = (big and n_out > 4, big and batch > 4, big and n_out > 1)
+            par[l, :3] = (big and n_out > 4, big and batch > 4, big and n_out > 1)
+        par[0, 3] = par[0, 2] and batch * self.sizes[0] * self._theta.itemsize <= FUSE_MAX_BYTES
         total = batch * sum(self.sizes[1:])
         zbuf, abuf = np.empty(total, self.dtype), np.empty(total, self.dtype)
         # BP2 adds rows of W^l into δ^{l-1}'s block (see _spaced_empty)
@@ -345,7 +348,7 @@ class Network:
             rows = all_rows[start:start + m]
             with launch():
                 flat.forward(self._theta, sizes, X, rows, m, batch, hidden, output, par,
-                             ident, zbuf, abuf)
+                             ident, zbuf, abuf, 0)
                 if Y is not None:
                     flat.costs(sizes, Y, rows, m, batch, output, cost, zbuf, abuf, dbuf,
                                costs)
@@ -433,10 +436,10 @@ class Network:
         real = np.dtype(self.dtype).type
         with launch():
             flat.forward(self._theta, sizes, X, ident, n, n, hidden, output, par, ident,
-                         zbuf, abuf)
+                         zbuf, abuf, 0)
             flat.backward(self._theta, grad, grad, sizes, X, Y, ident, n, n, hidden, output,
                           cost, par, ident, zbuf, abuf, dbuf, np.empty(n, self.dtype),
-                          real(0), real(0), real(0), False)
+                          real(0), real(0), real(0), False, ident[:0], 0)
         return self._views(grad)
 
     # --- training ---------------------------------------------------------------------

@@ -348,6 +348,64 @@ def test_gradient_step(momentum, decay, apply, m, n_out, dtype, parallel, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["sigmoid", "relu", "softmax"])
+@pytest.mark.parametrize("m,m_next", [(5, 5), (8, 3), (6, 1)])
+@pytest.mark.parametrize("n_out", [4, 7])
+def test_step_forward_is_the_step_then_the_forward(act, m, m_next, n_out, dtype, rng):
+    """The first layer's step fused with the next minibatch's forward pass gives, bit
+    for bit, the gradient step followed by the forward pass, and touches no workspace
+    row beyond the next minibatch."""
+    real = np.dtype(dtype).type
+    D = rng.normal(0, 1, (m + 2, n_out)).astype(dtype)
+    src = rng.normal(0, 1, (11, 6)).astype(dtype)
+    rows, rows_next = _rows(rng, 11, m), _rows(rng, 11, m_next)
+    params = [rng.normal(0, 1, shape).astype(dtype)
+              for shape in ((n_out, 6), n_out, (n_out, 6), n_out)]
+    results = []
+    for fused in (True, False):
+        W, b, VW, Vb = (p.copy() for p in params)
+        gW, gb = np.empty((n_out, 6), dtype), np.empty(n_out, dtype)
+        Z = np.full((m_next + 2, n_out), np.nan, dtype)
+        A = np.full((m_next + 2, n_out), np.nan, dtype)
+        args = (D, src, rows, m, real(1) / real(m), W, b, gW, gb, VW, Vb, real(0.1),
+                real(0.9), real(0.01))
+        if fused:
+            K.step_forward_par(*args, rows_next, m_next, K.ACTIVATION_CODES[act], Z, A)
+        else:
+            K.gradient_step_par(*args, True)
+            K.forward_par(src, rows_next, W, b, K.ACTIVATION_CODES[act], m_next, Z, A)
+        results.append((W, b, VW, Vb, gW, gb, Z, A))
+    for name, x, y in zip(("W", "b", "VW", "Vb", "gW", "gb", "Z", "A"), *results):
+        assert np.array_equal(x, y, equal_nan=True), name
+    assert np.isnan(results[0][6][m_next:]).all() and np.isnan(results[0][7][m_next:]).all()
+    assert not np.isnan(results[0][7][:m_next]).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [8, 6, 34])
+def test_fused_first_layer_changes_no_bit_of_training(dtype, batch, monkeypatch):
+    """Training with the first layer's step and next forward pass in one parallel region
+    (FUSE_MAX_BYTES) gives bitwise the parameters, velocities and costs of training
+    with them apart."""
+    monkeypatch.setattr(fastbp.network, "TINY_MAX_WORK", 0)
+    monkeypatch.setattr(fastbp.network, "PARALLEL_MIN_WORK", 0)
+    rng = np.random.default_rng(5)
+    X = rng.normal(0, 1, (34, 7)).astype(dtype)
+    Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, 34)]
+    runs = []
+    for fuse_max in (10**9, 0):
+        monkeypatch.setattr(fastbp.network, "FUSE_MAX_BYTES", fuse_max)
+        net = fastbp.Network([7, 5, 4, 3], output="softmax", cost="cross_entropy",
+                             dtype=dtype, seed=3)
+        assert net._kernel_args(batch)[1][0, 3] == (fuse_max > 0)
+        history = net.fit(X, Y, epochs=3, batch_size=batch, lr=0.1, momentum=0.9,
+                          weight_decay=1e-3, seed=7)
+        runs.append(net.weights + net.biases + [net._vel, np.array(history.train_cost)])
+    for x, y in zip(*runs):
+        assert np.array_equal(x, y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_float32_stays_float32(dtype):
     """The float32 path computes in float32: its rounding differs from float64's."""
     rng = np.random.default_rng(0)

@@ -25,6 +25,7 @@ with kernel_cache():
         gradient_step_par,
         gradient_step_ser,
         output_delta_cost,
+        step_forward_par,
     )
     from .codes import (
         ACTIVATION_CODES,
@@ -61,5 +62,6 @@ __all__ = [
     "gradient_step_par",
     "gradient_step_ser",
     "output_delta_cost",
+    "step_forward_par",
     "tiny",
 ]

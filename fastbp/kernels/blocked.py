@@ -173,51 +173,49 @@ def _store(Z, b, s, j0, c0, c1, c2, c3):
     Z[s, j0 + 3] = c3 + b[j0 + 3]
 
 
-def _forward(A_prev, rows, W, b, act, m, Z, A):
-    """z^l_j = Σ_k w^l_jk a^{l-1}_k + b^l_j and a^l = σ(z^l) for m examples.
-
-    Blocks of 4 neurons j (split among threads) × 4 examples, each stored element by
-    element (the sixteen sums stay in registers); examples left over take the block's
-    four neurons two at a time, then one, a neuron left over one dot product per example
-    (two left-over examples together: float32 7-9% faster in W2's layers, float64's
-    30-wide and narrower layers 10-15% slower, by 0.04 µs). Example s reads
-    its input row ``A_prev[rows[s]]``. σ (or softmax) follows row by row, in parallel
-    over the examples from ``ACTIVATE_PAR_MIN`` activations.
-    """
-    n_out, n_in = W.shape
-    zero = W.dtype.type(0)
+@njit(inline="always", **SERIAL)
+def _forward_block(A_prev, rows, W, b, m, Z, jb, n_out, n_in, zero):
+    """z_{s,j} = Σ_k w_jk a_{rows[s],k} + b_j for the block of neurons j = 4 jb .. 4 jb + 3
+    and the m examples s: the unit of work of :func:`_forward`'s threads."""
     m_full = m - m % 4
-    for jb in prange((n_out + 3) // 4):
-        j0 = 4 * jb
-        if j0 + 4 <= n_out:
-            j1 = j0 + 1
-            j2 = j0 + 2
-            j3 = j0 + 3
-            for s0 in range(0, m_full, 4):
-                s1 = s0 + 1
-                s2 = s0 + 2
-                s3 = s0 + 3
-                c = _dot4x4(W, A_prev, j0, j1, j2, j3, rows[s0], rows[s1], rows[s2],
-                            rows[s3], n_in, zero)
-                _store(Z, b, s0, j0, c[0], c[4], c[8], c[12])
-                _store(Z, b, s1, j0, c[1], c[5], c[9], c[13])
-                _store(Z, b, s2, j0, c[2], c[6], c[10], c[14])
-                _store(Z, b, s3, j0, c[3], c[7], c[11], c[15])
-            s = m_full
-            if s + 2 <= m:
-                c = _dot4x2(W, A_prev, j0, rows[s], rows[s + 1], n_in, zero)
-                _store(Z, b, s, j0, c[0], c[2], c[4], c[6])
-                _store(Z, b, s + 1, j0, c[1], c[3], c[5], c[7])
-                s += 2
-            if s < m:
-                c = _dot4x1(W, A_prev, j0, rows[s], n_in, zero)
-                _store(Z, b, s, j0, c[0], c[1], c[2], c[3])
-        else:
-            for s in range(m):
-                for j in range(j0, n_out):
-                    Z[s, j] = _dot(W, A_prev, j, rows[s], n_in, zero) + b[j]
-    # σ row by row afterwards: a loop along a row vectorises (e^x included), the 4 × 4
-    # blocks' few elements per row would not
+    j0 = 4 * jb
+    if j0 + 4 <= n_out:
+        j1 = j0 + 1
+        j2 = j0 + 2
+        j3 = j0 + 3
+        for s0 in range(0, m_full, 4):
+            s1 = s0 + 1
+            s2 = s0 + 2
+            s3 = s0 + 3
+            c = _dot4x4(W, A_prev, j0, j1, j2, j3, rows[s0], rows[s1], rows[s2],
+                        rows[s3], n_in, zero)
+            _store(Z, b, s0, j0, c[0], c[4], c[8], c[12])
+            _store(Z, b, s1, j0, c[1], c[5], c[9], c[13])
+            _store(Z, b, s2, j0, c[2], c[6], c[10], c[14])
+            _store(Z, b, s3, j0, c[3], c[7], c[11], c[15])
+        s = m_full
+        if s + 2 <= m:
+            c = _dot4x2(W, A_prev, j0, rows[s], rows[s + 1], n_in, zero)
+            _store(Z, b, s, j0, c[0], c[2], c[4], c[6])
+            _store(Z, b, s + 1, j0, c[1], c[3], c[5], c[7])
+            s += 2
+        if s < m:
+            c = _dot4x1(W, A_prev, j0, rows[s], n_in, zero)
+            _store(Z, b, s, j0, c[0], c[1], c[2], c[3])
+    else:
+        for s in range(m):
+            for j in range(j0, n_out):
+                Z[s, j] = _dot(W, A_prev, j, rows[s], n_in, zero) + b[j]
+
+
+@njit(inline="always", **SERIAL)
+def _activate_rows(act, m, Z, A, n_out):
+    """a = σ(z) (or softmax) over the first m rows, after their z are all computed.
+
+    Row by row: a loop along a row vectorises (e^x included), the 4 × 4 blocks' few
+    elements per row would not. In parallel over the examples (in a parallel build)
+    for softmax and from ``ACTIVATE_PAR_MIN`` activations.
+    """
     if act == SOFTMAX:
         for s in prange(m):
             softmax_row(Z[s], A[s], n_out)
@@ -227,6 +225,23 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
     else:  # the first m rows are one contiguous run
         n = m * n_out
         activate_range(act, Z[:m].reshape(n), A[:m].reshape(n), 0, n)
+
+
+def _forward(A_prev, rows, W, b, act, m, Z, A):
+    """z^l_j = Σ_k w^l_jk a^{l-1}_k + b^l_j and a^l = σ(z^l) for m examples.
+
+    Blocks of 4 neurons j (split among threads) × 4 examples, each stored element by
+    element (the sixteen sums stay in registers); examples left over take the block's
+    four neurons two at a time, then one, a neuron left over one dot product per example
+    (two left-over examples together: float32 7-9% faster in W2's layers, float64's
+    30-wide and narrower layers 10-15% slower, by 0.04 µs). Example s reads
+    its input row ``A_prev[rows[s]]``. σ (or softmax) follows row by row.
+    """
+    n_out, n_in = W.shape
+    zero = W.dtype.type(0)
+    for jb in prange((n_out + 3) // 4):
+        _forward_block(A_prev, rows, W, b, m, Z, jb, n_out, n_in, zero)
+    _activate_rows(act, m, Z, A, n_out)
 
 
 def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
@@ -372,6 +387,32 @@ def _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero):
                 d2 * A_prev[r2, k] + d3 * A_prev[r3, k]))
 
 
+@njit(inline="always", **SERIAL)
+def _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
+                    apply, jb, n_out, n_in, zero, flat_w, flat_v, flat_g):
+    """BP3/BP4 and (when ``apply``) the SGD step for the rows j = 4 jb .. 4 jb + 3 of the
+    layer: the unit of work of :func:`_gradient_step`'s threads."""
+    j0 = 4 * jb
+    j_end = min(j0 + 4, n_out)
+    if j_end - j0 == 4:
+        _gradient_rows4(D, A_prev, rows, m, scale, gW, j0, n_in, zero)
+    else:
+        for j in range(j0, j_end):
+            _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero)
+    for j in range(j0, j_end):
+        sb = zero
+        for s0 in range(0, m, 4):
+            d0 = D[s0, j]
+            d1 = D[s0 + 1, j] if s0 + 1 < m else zero
+            d2 = D[s0 + 2, j] if s0 + 2 < m else zero
+            d3 = D[s0 + 3, j] if s0 + 3 < m else zero
+            sb += (d0 + d1) + (d2 + d3)
+        gb[j] = sb * scale
+    if apply:  # the block's rows are contiguous: one loop over them
+        sgd_range(flat_w, flat_v, flat_g, j0 * n_in, j_end * n_in, lr, momentum, decay)
+        sgd_range(b, Vb, gb, j0, j_end, lr, momentum, zero)
+
+
 def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
                    apply):
     """BP3/BP4 averaged over m examples and, when ``apply``, the SGD step of the layer.
@@ -386,25 +427,30 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     size = n_out * n_in
     flat_w, flat_v, flat_g = W.reshape(size), VW.reshape(size), gW.reshape(size)
     for jb in prange((n_out + 3) // 4):
-        j0 = 4 * jb
-        j_end = min(j0 + 4, n_out)
-        if j_end - j0 == 4:
-            _gradient_rows4(D, A_prev, rows, m, scale, gW, j0, n_in, zero)
-        else:
-            for j in range(j0, j_end):
-                _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero)
-        for j in range(j0, j_end):
-            sb = zero
-            for s0 in range(0, m, 4):
-                d0 = D[s0, j]
-                d1 = D[s0 + 1, j] if s0 + 1 < m else zero
-                d2 = D[s0 + 2, j] if s0 + 2 < m else zero
-                d3 = D[s0 + 3, j] if s0 + 3 < m else zero
-                sb += (d0 + d1) + (d2 + d3)
-            gb[j] = sb * scale
-        if apply:  # the block's rows are contiguous: one loop over them
-            sgd_range(flat_w, flat_v, flat_g, j0 * n_in, j_end * n_in, lr, momentum, decay)
-            sgd_range(b, Vb, gb, j0, j_end, lr, momentum, zero)
+        _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
+                        decay, apply, jb, n_out, n_in, zero, flat_w, flat_v, flat_g)
+
+
+def _step_forward(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
+                  rows_next, m_next, act, Z, A):
+    """The first layer's SGD step for one minibatch (:func:`_gradient_step`) and its
+    forward pass for the next (:func:`_forward`, examples ``A_prev[rows_next]``) in one
+    parallel region.
+
+    The next minibatch's z_j needs only row j of the updated W, so each thread feeds
+    its block of rows forward right after stepping it, while the rows are in cache: one
+    parallel region per step fewer, same arithmetic as the two kernels one after the
+    other (bitwise the same results).
+    """
+    n_out, n_in = W.shape
+    zero = W.dtype.type(0)
+    size = n_out * n_in
+    flat_w, flat_v, flat_g = W.reshape(size), VW.reshape(size), gW.reshape(size)
+    for jb in prange((n_out + 3) // 4):
+        _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
+                        decay, True, jb, n_out, n_in, zero, flat_w, flat_v, flat_g)
+        _forward_block(A_prev, rows_next, W, b, m_next, Z, jb, n_out, n_in, zero)
+    _activate_rows(act, m_next, Z, A, n_out)
 
 
 def _named(f, suffix):
@@ -428,6 +474,7 @@ backward_par = njit(**PARALLEL)(_named(_backward, "_par"))
 backward_ser = njit(**SERIAL)(_named(_backward, "_ser"))
 gradient_step_par = njit(**PARALLEL)(_named(_gradient_step, "_par"))
 gradient_step_ser = njit(**SERIAL)(_named(_gradient_step, "_ser"))
+step_forward_par = njit(**PARALLEL)(_named(_step_forward, "_par"))
 
 
 @njit(**SERIAL)

@@ -9,7 +9,9 @@ views out of these buffers, so the number of layers is a run-time value: a netwo
 depth uses the same compiled code.
 
 ``par[l]`` holds, for layer l, whether its forward, backward (BP2) and gradient kernels run
-in parallel (columns 0, 1, 2): chosen from the layer's shape by the caller.
+in parallel (columns 0, 1, 2), and ``par[0, 3]`` whether the first layer's SGD step feeds
+the next minibatch forward in the same parallel region: chosen from the shapes by the
+caller.
 """
 
 from numba import njit
@@ -23,6 +25,7 @@ from .blocked import (
     gradient_step_par,
     gradient_step_ser,
     output_delta_cost,
+    step_forward_par,
 )
 
 
@@ -52,10 +55,11 @@ def _layer_input(X, rows, abuf, ident, ao, batch, n_in, l):
 
 
 @njit(**SERIAL)
-def forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, abuf):
-    """Feed examples ``X[rows[s]]``, s < m, through every layer into zbuf/abuf."""
+def forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, abuf, first):
+    """Feed examples ``X[rows[s]]``, s < m, through the layers from ``first`` (0, or 1
+    when the first layer's are already there) into zbuf/abuf."""
     L = sizes.shape[0] - 1
-    for l in range(L):
+    for l in range(first, L):
         n_out, n_in = sizes[l + 1], sizes[l]
         wo, bo, ao = _offsets(sizes, batch, l)
         W = _mat(theta, wo, n_out, n_in)
@@ -85,10 +89,14 @@ def costs(sizes, Y, rows, m, batch, output, cost, zbuf, abuf, dbuf, out):
 
 @njit(**SERIAL)
 def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost, par, ident,
-             zbuf, abuf, dbuf, sample_costs, lr, momentum, decay, apply):
+             zbuf, abuf, dbuf, sample_costs, lr, momentum, decay, apply, rows_next, m_next):
     """After :func:`forward`: BP1 and the costs, then BP2 and BP3/BP4 layer by layer from
     the output down, each layer's SGD step applied (when ``apply``) right after its δ has
-    been carried below it. ``grad`` receives the minibatch's mean gradients."""
+    been carried below it. ``grad`` receives the minibatch's mean gradients.
+
+    When the step is applied, ``m_next`` > 0 and ``par[0, 3]`` is set, the first layer's
+    step also feeds the next minibatch ``X[rows_next]`` through that layer, in the same
+    parallel region; returns whether it did."""
     L = sizes.shape[0] - 1
     costs(sizes, Y, rows, m, batch, output, cost, zbuf, abuf, dbuf, sample_costs)
     real = theta.dtype.type
@@ -111,12 +119,19 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
         gb = grad[bo:bo + n_out]
         VW = _mat(vel, wo, n_out, n_in)
         Vb = vel[bo:bo + n_out]
+        if l == 0 and apply and m_next > 0 and par[0, 3]:
+            act = output if L == 1 else hidden
+            step_forward_par(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
+                             decay, rows_next, m_next, act, _mat(zbuf, 0, batch, n_out),
+                             _mat(abuf, 0, batch, n_out))
+            return True
         if par[l, 2]:
             gradient_step_par(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
                               decay, apply)
         else:
             gradient_step_ser(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
                               decay, apply)
+    return False
 
 
 @njit(**SERIAL)
@@ -130,12 +145,17 @@ def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cos
     """
     n = order.shape[0]
     total = 0.0
+    ahead = False  # whether the first layer already fed this minibatch forward
     for start in range(0, n, batch):
         m = min(batch, n - start)
         rows = order[start:start + m]
-        forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, abuf)
-        backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost, par,
-                 ident, zbuf, abuf, dbuf, sample_costs, lr, momentum, decay, True)
+        forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, abuf,
+                1 if ahead else 0)
+        nxt = min(start + batch, n)
+        m_next = min(batch, n - nxt)
+        ahead = backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output,
+                         cost, par, ident, zbuf, abuf, dbuf, sample_costs, lr, momentum,
+                         decay, True, order[nxt:nxt + m_next], m_next)
         for s in range(m):
             total += sample_costs[s]
     return total
