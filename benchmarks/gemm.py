@@ -8,6 +8,9 @@ multiply-adds:
 - backward: δ^{l-1} = (δ W) ⊙ σ'(z^{l-1})  against ``D @ W``   (every layer but the first)
 - gradient: ∂C/∂W = δ^T a / m and the SGD step applied to W, b
                                            against ``D.T @ A``
+- step+fwd: the first layer's gradient and step, then its forward pass of the next
+  minibatch, in one kernel as training runs them when the minibatch is small
+  (``FUSE_MAX_BYTES``)                     against ``D.T @ A`` and ``A' @ W.T``
 
 The fastbp kernels do a little more than the product (the activation, σ', the bias and
 the update), which is counted against them. Prints the median time of each, GFLOP/s
@@ -96,6 +99,21 @@ def _gradient_loop(kernel, D, A, order, m, scale, W, b, gW, gb, VW, Vb, lr, mome
 
 
 @njit
+def _step_forward_loop(kernel, D, A, order, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
+                       decay, act, Z, A_out, reps):
+    for i in range(reps):
+        kernel(D, A, _minibatch(order, i, m), m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
+               decay, _minibatch(order, i + 1, m), m, act, Z, A_out)
+
+
+@njit
+def _two_dots_loop(a, b, out, c, d, out2, reps):
+    for _ in range(reps):
+        np.dot(a, b, out)
+        np.dot(c, d, out2)
+
+
+@njit
 def _dot_loop(a, b, out, reps):
     for _ in range(reps):
         np.dot(a, b, out)
@@ -166,6 +184,13 @@ def layer_cases(w, dtype, rng, from_python=False):
             yield (l, "gradient", lambda r: _inner(
                        lambda: grd(*grad_args[:2], first, *grad_args[3:], True), r),
                    lambda r: _inner(lambda: np.dot(D.T, A_c, out=outs[2]), r), mads)
+        elif l == 0 and par[0, 3]:
+            A_n = np.ascontiguousarray(A_prev[rows[m:2 * m]])
+            yield (l, "step+fwd",
+                   lambda r: lambda: _step_forward_loop(kernels.step_forward_par, *grad_args,
+                                                        act, Z, A, r),
+                   lambda r: lambda: _two_dots_loop(D.T, A_c, outs[2], A_n, W.T, outs[0], r),
+                   2 * mads)
         else:
             yield (l, "forward",
                    lambda r: lambda: _forward_loop(fwd, A_prev, rows, W, b, act, m, Z, A, r),
@@ -227,7 +252,7 @@ def main(argv=None):
                     totals[key] = (a + t_ours, b + t_blas)
                     print(f"{w.name:8} {dtype:7} {l + 1:>5} {name:8} {t_ours * 1e6:10.2f} "
                           f"{t_blas * 1e6:9.2f} {gf_o:11.1f} {gf_b:9.1f} {gf_b and gf_o / gf_b:6.2f}")
-    print("\nper workload, all three kernels of every layer (BLAS time / fastbp time):")
+    print("\nper workload, all the kernels of every layer (BLAS time / fastbp time):")
     for (name, dtype), (a, b) in totals.items():
         print(f"{name:8} {dtype:7} fastbp {a * 1e6:9.1f} µs  BLAS {b * 1e6:9.1f} µs  "
               f"ratio {b / a:5.2f}")

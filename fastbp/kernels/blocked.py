@@ -173,12 +173,18 @@ def _store(Z, b, s, j0, c0, c1, c2, c3):
     Z[s, j0 + 3] = c3 + b[j0 + 3]
 
 
-@njit(inline="always", **SERIAL)
-def _forward_block(A_prev, rows, W, b, m, Z, jb, n_out, n_in, zero):
-    """z_{s,j} = Σ_k w_jk a_{rows[s],k} + b_j for the block of neurons j = 4 jb .. 4 jb + 3
-    and the m examples s: the unit of work of :func:`_forward`'s threads."""
+@njit(**SERIAL)
+def _forward_block(A_prev, rows, W, b, m, Z, j0, n_out, n_in, zero):
+    """z_{s,j} = Σ_k w_jk a_{rows[s],k} + b_j for the block of neurons j = j0 .. j0 + 3
+    (fewer at the end) and the m examples s: the unit of work of :func:`_forward`'s
+    threads.
+
+    The block functions are compiled once, not inlined, and called with an int64 ``j0``
+    (``prange``'s own index is unsigned, ``range``'s signed): one specialisation serves the
+    serial, the parallel and the fused kernels, each of which otherwise compiles its own
+    copies (the first cold fit took twice as long).
+    """
     m_full = m - m % 4
-    j0 = 4 * jb
     if j0 + 4 <= n_out:
         j1 = j0 + 1
         j2 = j0 + 2
@@ -240,7 +246,7 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
     for jb in prange((n_out + 3) // 4):
-        _forward_block(A_prev, rows, W, b, m, Z, jb, n_out, n_in, zero)
+        _forward_block(A_prev, rows, W, b, m, Z, 4 * np.int64(jb), n_out, n_in, zero)
     _activate_rows(act, m, Z, A, n_out)
 
 
@@ -387,13 +393,10 @@ def _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero):
                 d2 * A_prev[r2, k] + d3 * A_prev[r3, k]))
 
 
-@njit(inline="always", **SERIAL)
-def _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
-                    apply, jb, n_out, n_in, zero, flat_w, flat_v, flat_g):
-    """BP3/BP4 and (when ``apply``) the SGD step for the rows j = 4 jb .. 4 jb + 3 of the
-    layer: the unit of work of :func:`_gradient_step`'s threads."""
-    j0 = 4 * jb
-    j_end = min(j0 + 4, n_out)
+@njit(**SERIAL)
+def _gradient_block(D, A_prev, rows, m, scale, gW, gb, j0, j_end, n_in, zero):
+    """BP3/BP4 for the rows j0 <= j < j_end (at most four) of the layer: the unit of work
+    of :func:`_gradient_step`'s threads (compiled once, see :func:`_forward_block`)."""
     if j_end - j0 == 4:
         _gradient_rows4(D, A_prev, rows, m, scale, gW, j0, n_in, zero)
     else:
@@ -408,9 +411,15 @@ def _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentu
             d3 = D[s0 + 3, j] if s0 + 3 < m else zero
             sb += (d0 + d1) + (d2 + d3)
         gb[j] = sb * scale
-    if apply:  # the block's rows are contiguous: one loop over them
-        sgd_range(flat_w, flat_v, flat_g, j0 * n_in, j_end * n_in, lr, momentum, decay)
-        sgd_range(b, Vb, gb, j0, j_end, lr, momentum, zero)
+
+
+@njit(inline="always", **SERIAL)
+def _step_block(flat_w, flat_v, flat_g, b, Vb, gb, j0, j_end, n_in, lr, momentum, decay,
+                zero):
+    """The SGD step of rows j0 <= j < j_end: contiguous in the flat W, one loop over
+    them; biases are not decayed."""
+    sgd_range(flat_w, flat_v, flat_g, j0 * n_in, j_end * n_in, lr, momentum, decay)
+    sgd_range(b, Vb, gb, j0, j_end, lr, momentum, zero)
 
 
 def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
@@ -427,8 +436,12 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     size = n_out * n_in
     flat_w, flat_v, flat_g = W.reshape(size), VW.reshape(size), gW.reshape(size)
     for jb in prange((n_out + 3) // 4):
-        _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
-                        decay, apply, jb, n_out, n_in, zero, flat_w, flat_v, flat_g)
+        j0 = 4 * np.int64(jb)
+        j_end = min(j0 + 4, n_out)
+        _gradient_block(D, A_prev, rows, m, scale, gW, gb, j0, j_end, n_in, zero)
+        if apply:  # while the block's gradient rows are in cache
+            _step_block(flat_w, flat_v, flat_g, b, Vb, gb, j0, j_end, n_in, lr, momentum,
+                        decay, zero)
 
 
 def _step_forward(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
@@ -447,9 +460,12 @@ def _step_forward(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
     size = n_out * n_in
     flat_w, flat_v, flat_g = W.reshape(size), VW.reshape(size), gW.reshape(size)
     for jb in prange((n_out + 3) // 4):
-        _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
-                        decay, True, jb, n_out, n_in, zero, flat_w, flat_v, flat_g)
-        _forward_block(A_prev, rows_next, W, b, m_next, Z, jb, n_out, n_in, zero)
+        j0 = 4 * np.int64(jb)
+        j_end = min(j0 + 4, n_out)
+        _gradient_block(D, A_prev, rows, m, scale, gW, gb, j0, j_end, n_in, zero)
+        _step_block(flat_w, flat_v, flat_g, b, Vb, gb, j0, j_end, n_in, lr, momentum,
+                    decay, zero)
+        _forward_block(A_prev, rows_next, W, b, m_next, Z, j0, n_out, n_in, zero)
     _activate_rows(act, m_next, Z, A, n_out)
 
 
