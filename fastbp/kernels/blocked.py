@@ -330,8 +330,9 @@ def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
 
 
 @njit(inline="always", **SERIAL)
-def _gradient_rows4(D, A_prev, rows, m, scale, gW, j0, n_in, zero):
-    """Σ_s (scale δ_sj) a_{rows[s],k} into the four rows j0..j0+3 of gW.
+def _gradient_rows4(D, A_prev, rows, m, scale, gW, j0, n_in, zero, add):
+    """Σ_s (scale δ_sj) a_{rows[s],k} into the four rows j0..j0+3 of gW (added to them
+    when ``add``).
 
     The examples are taken four at a time: per vector of k, four input rows and the four
     gradient rows are loaded and sixteen multiply-adds issued. Each element sums its
@@ -365,15 +366,15 @@ def _gradient_rows4(D, A_prev, rows, m, scale, gW, j0, n_in, zero):
         d32 = D[s2, j3] * scale if e2 else zero
         d33 = D[s3, j3] * scale if e3 else zero
         _add4x4(gW, j0, j1, j2, j3, A_prev, rows[s0], rows[s1], rows[s2], rows[s3], n_in,
-                s0 > 0,
+                add or s0 > 0,
                 d00, d01, d02, d03, d10, d11, d12, d13,
                 d20, d21, d22, d23, d30, d31, d32, d33)
 
 
 @njit(inline="always", **SERIAL)
-def _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero):
-    """Σ_s (scale δ_sj) a_{rows[s],k} into row j of gW, the examples four at a time
-    (the first four written, not added: no pass to zero the row)."""
+def _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero, add):
+    """Σ_s (scale δ_sj) a_{rows[s],k} into row j of gW (added to it when ``add``), the
+    examples four at a time (else the first four written: no pass to zero the row)."""
     for s0 in range(0, m, 4):
         s1 = min(s0 + 1, m - 1)
         s2 = min(s0 + 2, m - 1)
@@ -386,22 +387,32 @@ def _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero):
         r1 = rows[s1]
         r2 = rows[s2]
         r3 = rows[s3]
-        keep = s0 > 0
+        keep = add or s0 > 0
         for k in range(n_in):
             c = gW[j, k] if keep else zero
             gW[j, k] = c + ((d0 * A_prev[r0, k] + d1 * A_prev[r1, k]) + (
                 d2 * A_prev[r2, k] + d3 * A_prev[r3, k]))
 
 
+#: What :func:`_gradient_block` does with a block's gradient rows: only compute them, or
+#: also take the SGD step; DIRECT takes plain SGD's step without gradient rows.
+GRADIENT, STEP, DIRECT = 0, 1, 2
+
+
 @njit(**SERIAL)
-def _gradient_block(D, A_prev, rows, m, scale, gW, gb, j0, j_end, n_in, zero):
-    """BP3/BP4 for the rows j0 <= j < j_end (at most four) of the layer: the unit of work
-    of :func:`_gradient_step`'s threads (compiled once, see :func:`_forward_block`)."""
-    if j_end - j0 == 4:
-        _gradient_rows4(D, A_prev, rows, m, scale, gW, j0, n_in, zero)
-    else:
-        for j in range(j0, j_end):
-            _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero)
+def _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, Vb, flat_w, flat_v, flat_g, lr,
+                    momentum, decay, mode, j0, j_end, n_in, zero):
+    """BP3/BP4 for the rows j0 <= j < j_end (at most four) of the layer and, unless
+    ``mode`` is GRADIENT, its SGD step: the unit of work of :func:`_gradient_step`'s
+    threads (compiled once, see :func:`_forward_block`).
+
+    In DIRECT mode (plain SGD: no momentum, no weight decay) the weights take the step
+    straight from the sums, w_jk += Σ_s (-η δ_sj / m) a_sk, without writing the gradient
+    rows and reading them back; the biases step from their gradients as in STEP mode.
+    """
+    direct = mode == DIRECT
+    _weight_rows(D, A_prev, rows, m, -(lr * scale) if direct else scale,
+                 W if direct else gW, j0, j_end, n_in, zero, direct)
     for j in range(j0, j_end):
         sb = zero
         for s0 in range(0, m, 4):
@@ -411,15 +422,29 @@ def _gradient_block(D, A_prev, rows, m, scale, gW, gb, j0, j_end, n_in, zero):
             d3 = D[s0 + 3, j] if s0 + 3 < m else zero
             sb += (d0 + d1) + (d2 + d3)
         gb[j] = sb * scale
+    if mode == STEP:  # while the block's gradient rows are in cache
+        sgd_range(flat_w, flat_v, flat_g, j0 * n_in, j_end * n_in, lr, momentum, decay)
+    if mode != GRADIENT:  # biases are not decayed
+        sgd_range(b, Vb, gb, j0, j_end, lr, momentum, zero)
 
 
 @njit(inline="always", **SERIAL)
-def _step_block(flat_w, flat_v, flat_g, b, Vb, gb, j0, j_end, n_in, lr, momentum, decay,
-                zero):
-    """The SGD step of rows j0 <= j < j_end: contiguous in the flat W, one loop over
-    them; biases are not decayed."""
-    sgd_range(flat_w, flat_v, flat_g, j0 * n_in, j_end * n_in, lr, momentum, decay)
-    sgd_range(b, Vb, gb, j0, j_end, lr, momentum, zero)
+def _weight_rows(D, A_prev, rows, m, scale, C, j0, j_end, n_in, zero, add):
+    """Σ_s (scale δ_sj) a_{rows[s],k} into (or, when ``add``, added to) the rows
+    j0 <= j < j_end of C: four at a time, or one by one."""
+    if j_end - j0 == 4:
+        _gradient_rows4(D, A_prev, rows, m, scale, C, j0, n_in, zero, add)
+    else:
+        for j in range(j0, j_end):
+            _gradient_row(D, A_prev, rows, m, scale, C, j, n_in, zero, add)
+
+
+@njit(inline="always", **SERIAL)
+def _mode(apply, momentum, decay, zero):
+    """The :func:`_gradient_block` mode of a step (an int64, never a literal)."""
+    if not apply:
+        return GRADIENT
+    return DIRECT if momentum == zero and decay == zero else STEP
 
 
 def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
@@ -430,18 +455,19 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     Threads split the neurons j in blocks of four rows, whose gradient rows stay in
     cache while the step is applied to W right after (g = ∂C/∂w + λw, then
     w := w - ηg, or with momentum v := μv - ηg, w := w + v; biases are not decayed).
+    A plain SGD step (μ = λ = 0) adds -η scale δ_sj a_sk straight into W and leaves gW
+    unwritten: in-process A/B, epochs 2-9% faster on W2 and W4 and 13% on W5 float64.
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
     size = n_out * n_in
     flat_w, flat_v, flat_g = W.reshape(size), VW.reshape(size), gW.reshape(size)
+    mode = _mode(apply, momentum, decay, zero)
     for jb in prange((n_out + 3) // 4):
         j0 = 4 * np.int64(jb)
         j_end = min(j0 + 4, n_out)
-        _gradient_block(D, A_prev, rows, m, scale, gW, gb, j0, j_end, n_in, zero)
-        if apply:  # while the block's gradient rows are in cache
-            _step_block(flat_w, flat_v, flat_g, b, Vb, gb, j0, j_end, n_in, lr, momentum,
-                        decay, zero)
+        _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, Vb, flat_w, flat_v, flat_g,
+                        lr, momentum, decay, mode, j0, j_end, n_in, zero)
 
 
 def _step_forward(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
@@ -459,12 +485,12 @@ def _step_forward(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
     zero = W.dtype.type(0)
     size = n_out * n_in
     flat_w, flat_v, flat_g = W.reshape(size), VW.reshape(size), gW.reshape(size)
+    mode = _mode(m_next >= 0, momentum, decay, zero)
     for jb in prange((n_out + 3) // 4):
         j0 = 4 * np.int64(jb)
         j_end = min(j0 + 4, n_out)
-        _gradient_block(D, A_prev, rows, m, scale, gW, gb, j0, j_end, n_in, zero)
-        _step_block(flat_w, flat_v, flat_g, b, Vb, gb, j0, j_end, n_in, lr, momentum,
-                    decay, zero)
+        _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, Vb, flat_w, flat_v, flat_g,
+                        lr, momentum, decay, mode, j0, j_end, n_in, zero)
         _forward_block(A_prev, rows_next, W, b, m_next, Z, j0, n_out, n_in, zero)
     _activate_rows(act, m_next, Z, A, n_out)
 

@@ -92,7 +92,9 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
              zbuf, abuf, dbuf, sample_costs, lr, momentum, decay, apply, rows_next, m_next):
     """After :func:`forward`: BP1 and the costs, then BP2 and BP3/BP4 layer by layer from
     the output down, each layer's SGD step applied (when ``apply``) right after its δ has
-    been carried below it. ``grad`` receives the minibatch's mean gradients.
+    been carried below it. ``grad`` receives the minibatch's mean gradients (but for
+    the weights of a plain SGD step, which goes straight into W: see
+    :func:`fastbp.kernels.blocked._gradient_step`).
 
     When the step is applied, ``m_next`` > 0 and ``par[0, 3]`` is set, the first layer's
     step also feeds the next minibatch ``X[rows_next]`` through that layer, in the same
