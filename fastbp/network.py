@@ -281,12 +281,14 @@ class Network:
             par[l, :3] = (big and n_out > 4, big and batch > 4, big and n_out > 1)
         par[0, 3] = par[0, 2] and batch * self.sizes[0] * self._theta.itemsize <= FUSE_MAX_BYTES
         total = batch * sum(self.sizes[1:])
-        zbuf, abuf = np.empty(total, self.dtype), np.empty(total, self.dtype)
-        # BP2 adds rows of W^l into δ^{l-1}'s block (see _spaced_empty)
+        # BP2 adds rows of W^l into δ^{l-1}'s block, and a plain SGD step adds rows of
+        # a^{l-1}'s block into W^l (see _spaced_empty)
         itemsize = self._theta.itemsize
         w_offsets, blocks = self._offsets(batch)
         partners = [(blocks[l - 1], self._theta.ctypes.data + w_offsets[l] * itemsize,
                      self.sizes[l] * itemsize) for l in range(1, len(self.sizes) - 1)]
+        zbuf = np.empty(total, self.dtype)
+        abuf = _spaced_empty(total, self.dtype, partners)
         dbuf = _spaced_empty(total, self.dtype, partners)
         return sizes, par, np.arange(batch, dtype=np.int64), (zbuf, abuf, dbuf)
 

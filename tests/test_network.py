@@ -222,9 +222,10 @@ def test_bad_seed_and_single_callback():
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_workspaces_are_placed_half_a_page_from_their_rows(dtype):
-    """BP2 and the gradient add rows a multiple of 4 KB long into rows of a workspace:
-    the workspace block is placed half a page (4 KB) away from them, whatever the
-    allocator returned; other shapes get a plain array."""
+    """BP2, the gradient and the plain SGD step add rows a multiple of 4 KB long into
+    rows of a workspace (or of the weights): the workspace block is placed half a page
+    (4 KB) away from them, whatever the allocator returned; other shapes get a plain
+    array."""
     from fastbp.network import PAGE, _spaced_empty
 
     itemsize = np.dtype(dtype).itemsize
@@ -246,5 +247,8 @@ def test_workspaces_are_placed_half_a_page_from_their_rows(dtype):
                       - w_offsets[l] * itemsize) % PAGE
         bp2_phase = (net._theta.ctypes.data + w_offsets[l] * itemsize - dbuf.ctypes.data
                      - blocks[l - 1] * itemsize) % PAGE
+        step_phase = (net._theta.ctypes.data + w_offsets[l] * itemsize - abuf.ctypes.data
+                      - blocks[l - 1] * itemsize) % PAGE
         assert min(grad_phase, PAGE - grad_phase) >= 1024
         assert min(bp2_phase, PAGE - bp2_phase) >= 1024
+        assert min(step_phase, PAGE - step_phase) >= 1024
