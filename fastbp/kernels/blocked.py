@@ -401,8 +401,8 @@ GRADIENT, STEP, DIRECT = 0, 1, 2
 
 @njit(**SERIAL)
 def _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, Vb, flat_w, flat_v, flat_g, lr,
-                    momentum, decay, mode, j0, j_end, n_in, zero):
-    """BP3/BP4 for the rows j0 <= j < j_end (at most four) of the layer and, unless
+                    momentum, decay, mode, j0, n_out, n_in, zero):
+    """BP3/BP4 for the rows j = j0 .. j0 + 3 (fewer at the end) of the layer and, unless
     ``mode`` is GRADIENT, its SGD step: the unit of work of :func:`_gradient_step`'s
     threads (compiled once, see :func:`_forward_block`).
 
@@ -410,6 +410,7 @@ def _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, Vb, flat_w, flat_v,
     straight from the sums, w_jk += Σ_s (-η δ_sj / m) a_sk, without writing the gradient
     rows and reading them back; the biases step from their gradients as in STEP mode.
     """
+    j_end = min(j0 + 4, n_out)
     direct = mode == DIRECT
     _weight_rows(D, A_prev, rows, m, -(lr * scale) if direct else scale,
                  W if direct else gW, j0, j_end, n_in, zero, direct)
@@ -465,9 +466,8 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     mode = _mode(apply, momentum, decay, zero)
     for jb in prange((n_out + 3) // 4):
         j0 = 4 * np.int64(jb)
-        j_end = min(j0 + 4, n_out)
         _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, Vb, flat_w, flat_v, flat_g,
-                        lr, momentum, decay, mode, j0, j_end, n_in, zero)
+                        lr, momentum, decay, mode, j0, n_out, n_in, zero)
 
 
 def _step_forward(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
@@ -485,12 +485,11 @@ def _step_forward(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
     zero = W.dtype.type(0)
     size = n_out * n_in
     flat_w, flat_v, flat_g = W.reshape(size), VW.reshape(size), gW.reshape(size)
-    mode = _mode(m_next >= 0, momentum, decay, zero)
+    mode = _mode(True, momentum, decay, zero)
     for jb in prange((n_out + 3) // 4):
         j0 = 4 * np.int64(jb)
-        j_end = min(j0 + 4, n_out)
         _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, Vb, flat_w, flat_v, flat_g,
-                        lr, momentum, decay, mode, j0, j_end, n_in, zero)
+                        lr, momentum, decay, mode, j0, n_out, n_in, zero)
         _forward_block(A_prev, rows_next, W, b, m_next, Z, j0, n_out, n_in, zero)
     _activate_rows(act, m_next, Z, A, n_out)
 
