@@ -19,7 +19,7 @@ import types
 import numpy as np
 from numba import njit, prange
 
-from .._config import ACTIVATE_PAR_MIN, PARALLEL, SERIAL
+from .._config import ACTIVATE_PAR_MIN, NOALIAS, PARALLEL, SERIAL
 from .codes import CROSS_ENTROPY, SOFTMAX
 from .layers import (
     activate_range,
@@ -173,7 +173,7 @@ def _store(Z, b, s, j0, c0, c1, c2, c3):
     Z[s, j0 + 3] = c3 + b[j0 + 3]
 
 
-@njit(**SERIAL)
+@njit(**NOALIAS)
 def _forward_block(A_prev, rows, W, b, m, Z, j0, n_out, n_in, zero):
     """z_{s,j} = Σ_k w_jk a_{rows[s],k} + b_j for the block of neurons j = j0 .. j0 + 3
     (fewer at the end) and the m examples s: the unit of work of :func:`_forward`'s
@@ -399,9 +399,9 @@ def _gradient_row(D, A_prev, rows, m, scale, gW, j, n_in, zero, add):
 GRADIENT, STEP, DIRECT = 0, 1, 2
 
 
-@njit(**SERIAL)
-def _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, Vb, flat_w, flat_v, flat_g, lr,
-                    momentum, decay, mode, j0, n_out, n_in, zero):
+@njit(**NOALIAS)
+def _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
+                    mode, j0, n_out, n_in, zero):
     """BP3/BP4 for the rows j = j0 .. j0 + 3 (fewer at the end) of the layer and, unless
     ``mode`` is GRADIENT, its SGD step: the unit of work of :func:`_gradient_step`'s
     threads (compiled once, see :func:`_forward_block`).
@@ -424,7 +424,9 @@ def _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, Vb, flat_w, flat_v,
             sb += (d0 + d1) + (d2 + d3)
         gb[j] = sb * scale
     if mode == STEP:  # while the block's gradient rows are in cache
-        sgd_range(flat_w, flat_v, flat_g, j0 * n_in, j_end * n_in, lr, momentum, decay)
+        size = n_out * n_in
+        sgd_range(W.reshape(size), VW.reshape(size), gW.reshape(size), j0 * n_in,
+                  j_end * n_in, lr, momentum, decay)
     if mode != GRADIENT:  # biases are not decayed
         sgd_range(b, Vb, gb, j0, j_end, lr, momentum, zero)
 
@@ -461,13 +463,10 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
-    size = n_out * n_in
-    flat_w, flat_v, flat_g = W.reshape(size), VW.reshape(size), gW.reshape(size)
     mode = _mode(apply, momentum, decay, zero)
     for jb in prange((n_out + 3) // 4):
-        j0 = 4 * np.int64(jb)
-        _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, Vb, flat_w, flat_v, flat_g,
-                        lr, momentum, decay, mode, j0, n_out, n_in, zero)
+        _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
+                        mode, 4 * np.int64(jb), n_out, n_in, zero)
 
 
 def _step_forward(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
@@ -483,13 +482,11 @@ def _step_forward(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
-    size = n_out * n_in
-    flat_w, flat_v, flat_g = W.reshape(size), VW.reshape(size), gW.reshape(size)
     mode = _mode(True, momentum, decay, zero)
     for jb in prange((n_out + 3) // 4):
         j0 = 4 * np.int64(jb)
-        _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, Vb, flat_w, flat_v, flat_g,
-                        lr, momentum, decay, mode, j0, n_out, n_in, zero)
+        _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
+                        mode, j0, n_out, n_in, zero)
         _forward_block(A_prev, rows_next, W, b, m_next, Z, j0, n_out, n_in, zero)
     _activate_rows(act, m_next, Z, A, n_out)
 
@@ -510,15 +507,15 @@ def _named(f, suffix):
 
 
 forward_par = njit(**PARALLEL)(_named(_forward, "_par"))
-forward_ser = njit(**SERIAL)(_named(_forward, "_ser"))
+forward_ser = njit(**NOALIAS)(_named(_forward, "_ser"))
 backward_par = njit(**PARALLEL)(_named(_backward, "_par"))
-backward_ser = njit(**SERIAL)(_named(_backward, "_ser"))
+backward_ser = njit(**NOALIAS)(_named(_backward, "_ser"))
 gradient_step_par = njit(**PARALLEL)(_named(_gradient_step, "_par"))
-gradient_step_ser = njit(**SERIAL)(_named(_gradient_step, "_ser"))
+gradient_step_ser = njit(**NOALIAS)(_named(_gradient_step, "_ser"))
 step_forward_par = njit(**PARALLEL)(_named(_step_forward, "_par"))
 
 
-@njit(**SERIAL)
+@njit(**NOALIAS)
 def output_delta_cost(A, Z, Y, rows, act, cost, m, D, costs):
     """BP1 and the cost C_x of each of m examples (targets ``Y[rows[s]]``).
 

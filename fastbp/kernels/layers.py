@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .._config import EXP_JIT, SERIAL
+from .._config import EXP_JIT, NOALIAS, SERIAL
 from .codes import RELU, SIGMOID, TANH
 
 ZERO = np.float32(0.0)
@@ -159,7 +159,7 @@ def activate(act, z):
     return z
 
 
-@njit(**SERIAL)
+@njit(**NOALIAS)
 def activate_range(act, z, a, start, stop):
     """a[i] = σ(z[i]) for ``start <= i < stop`` (every activation but softmax).
 
@@ -198,7 +198,7 @@ def derivative(act, z, a):
     return ONE + ZERO * z
 
 
-@njit(**SERIAL)
+@njit(**NOALIAS)
 def derivative_scale(act, d, z, a, start, stop):
     """d[i] *= σ'(z[i]) (a = σ(z) stored) for ``start <= i < stop``, one loop per
     activation as in :func:`activate_range`."""
@@ -247,7 +247,7 @@ def sgd(w, v, g, lr, momentum):
     return w - lr * g, v
 
 
-@njit(**SERIAL)
+@njit(**NOALIAS)
 def sgd_range(w, v, g, start, stop, lr, momentum, decay):
     """The step of :func:`sgd` for the weights ``start <= i < stop`` with gradients g[i]
     and weight decay λ (g[i] + λ w[i]); the momentum is tested once, not per weight, so
