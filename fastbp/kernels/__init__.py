@@ -2,7 +2,9 @@
 
 Every kernel takes C-contiguous arrays of one float dtype, writes into ``out`` buffers the
 caller owns, and neither validates nor allocates: :mod:`fastbp.network` does that before
-the first call. Each output element is written by exactly one thread and its sums run
+the first call. An array a kernel writes must not overlap any other array it is given:
+the serial kernels are compiled on that promise (``fastbp._config.NOALIAS``), and
+overlapping arguments give undefined results. Each output element is written by exactly one thread and its sums run
 in a fixed order, so any thread count gives bitwise-identical results.
 
 Layout: ``A[l]`` holds the activations of a minibatch row by row, shape
