@@ -516,6 +516,15 @@ class Network:
                 raise ValueError(f"Each callback of {owner} must be callable; got {cb!r}.")
         self._params()
         hidden, output, cost = self._codes()
+        # The kernels write the parameters (and velocities) while they read X and Y, and
+        # are compiled on the promise that no array they write overlaps one they read
+        # (fastbp._config.NOALIAS): training data that is a view of those buffers is
+        # read as it was when fit was called.
+        own = [self._theta] + ([self._vel] if self._vel is not None else [])
+        if any(np.may_share_memory(X, p) for p in own):
+            X = X.copy()
+        if any(np.may_share_memory(Y, p) for p in own):
+            Y = Y.copy()
 
         rng = np.random.default_rng(seed) if seed is not None else self._rng
         n = X.shape[0]

@@ -148,6 +148,22 @@ def test_seed_fixes_everything():
     assert not np.array_equal(other.weights[0], runs[0][0])
 
 
+@pytest.mark.parametrize("sizes,batch", [([40, 40, 30], 8), ([4, 4, 4, 1], 2)])
+def test_fit_reads_training_data_that_is_its_own_weights_as_it_was(sizes, batch):
+    """Inputs that are a view of the parameters being trained are read as they were when
+    fit was called: the kernels never read what they write."""
+    net = fastbp.Network(sizes, seed=0)
+    twin = fastbp.Network(sizes, seed=0)
+    X = net.weights[0]  # (sizes[1], sizes[0]): as many inputs as the network takes
+    X_before = X.copy()
+    y = np.arange(X.shape[0]) % max(2, sizes[-1])
+    net.fit(X, y, epochs=2, batch_size=batch, lr=0.5, momentum=0.9, seed=1)
+    twin.fit(X_before, y, epochs=2, batch_size=batch, lr=0.5, momentum=0.9, seed=1)
+    assert not np.array_equal(net.weights[0], X_before)
+    assert all(np.array_equal(p, q)
+               for p, q in zip(net.weights + net.biases, twin.weights + twin.biases))
+
+
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("sizes,batch", [([784, 16, 16, 10], 100), ([7, 5, 3], 1), ([4, 4, 4, 1], 33)])
