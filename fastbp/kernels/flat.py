@@ -11,12 +11,13 @@ depth uses the same compiled code.
 ``par[l]`` holds, for layer l, whether its forward, backward (BP2) and gradient kernels run
 in parallel (columns 0, 1, 2), and ``par[0, 3]`` whether the first layer's SGD step feeds
 the next minibatch forward in the same parallel region: chosen from the shapes by the
-caller.
+caller. The drivers never allocate: they are compiled without reference counting
+(``fastbp._config.NO_REFCOUNT``), so the views they slice cost no atomic operations.
 """
 
 from numba import njit
 
-from .._config import SERIAL
+from .._config import NO_REFCOUNT, SERIAL
 from .blocked import (
     backward_par,
     backward_ser,
@@ -54,7 +55,7 @@ def _layer_input(X, rows, abuf, ident, ao, batch, n_in, l):
     return _mat(abuf, ao - batch * n_in, batch, n_in), ident
 
 
-@njit(**SERIAL)
+@njit(**NO_REFCOUNT)
 def forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, abuf, first):
     """Feed examples ``X[rows[s]]``, s < m, through the layers from ``first`` (0, or 1
     when the first layer's are already there) into zbuf/abuf."""
@@ -74,7 +75,7 @@ def forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, a
             forward_ser(A_prev, r, W, b, act, m, Z, A)
 
 
-@njit(**SERIAL)
+@njit(**NO_REFCOUNT)
 def costs(sizes, Y, rows, m, batch, output, cost, zbuf, abuf, dbuf, out):
     """After :func:`forward`: the cost C_x of each of the m examples into ``out``, and
     BP1's δ^L into the output layer's block of ``dbuf``."""
@@ -87,7 +88,7 @@ def costs(sizes, Y, rows, m, batch, output, cost, zbuf, abuf, dbuf, out):
     )
 
 
-@njit(**SERIAL)
+@njit(**NO_REFCOUNT)
 def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost, par, ident,
              zbuf, abuf, dbuf, sample_costs, lr, momentum, decay, apply, rows_next, m_next):
     """After :func:`forward`: BP1 and the costs, then BP2 and BP3/BP4 layer by layer from
@@ -136,7 +137,7 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
     return False
 
 
-@njit(**SERIAL)
+@njit(**NO_REFCOUNT)
 def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cost, par,
                 ident, zbuf, abuf, dbuf, sample_costs, lr, momentum, decay):
     """One epoch of minibatch SGD over the examples in ``order`` (the caller shuffles).
