@@ -24,7 +24,7 @@ register-blocked kernels. It is serial, so the thread count cannot change its re
 import numpy as np
 from numba import njit
 
-from .._config import SERIAL
+from .._config import NO_REFCOUNT, SERIAL
 from .blocked import output_delta_cost
 from .codes import SOFTMAX
 from .layers import activate_range, derivative_scale, sgd, sgd_range, softmax_row
@@ -131,7 +131,7 @@ def _sum_products(x, p, y, q, m):
     return (a0 + a1) + (a2 + a3)
 
 
-@njit(**SERIAL)
+@njit(**NO_REFCOUNT)
 def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cost, zbuf,
                 abuf, dbuf, xt, a_out, z_out, d_out, sample_costs, lr, momentum, decay):
     """One epoch of minibatch SGD over the examples in ``order`` (the caller shuffles).
