@@ -4,8 +4,9 @@ Every kernel takes C-contiguous arrays of one float dtype, writes into ``out`` b
 caller owns, and neither validates nor allocates: :mod:`fastbp.network` does that before
 the first call. An array a kernel writes must not overlap any other array it is given:
 the serial kernels are compiled on that promise (``fastbp._config.NOALIAS``), and
-overlapping arguments give undefined results. Each output element is written by exactly one thread and its sums run
-in a fixed order, so any thread count gives bitwise-identical results.
+overlapping arguments give undefined results. Each output element is written by exactly
+one thread and its sums run in a fixed order, so any thread count gives
+bitwise-identical results.
 
 Layout: ``A[l]`` holds the activations of a minibatch row by row, shape
 ``(batch, n_l)``; ``W[l]`` has shape ``(n_l, n_{l-1})`` so ``W[l][j, k]`` is
