@@ -156,12 +156,26 @@ def _dot4x2(W, A, j0, r0, r1, n, zero):
 
 
 @njit(inline="always", **SERIAL)
-def _dot(W, A, j, r, n, zero):
-    """W[j, :] · A[r, :], for the neurons and examples left over by the 4 × 4 blocks."""
-    c = zero
+def _dot2x4(W, A, j0, j1, r0, r1, r2, r3, n, zero):
+    """The 8 dot products W[j_a, :] · A[r_b, :], for the last one or two neurons of a
+    layer (j1 = j0 when one is left)."""
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = zero
     for k in range(n):
-        c += W[j, k] * A[r, k]
-    return c
+        w0 = W[j0, k]
+        w1 = W[j1, k]
+        a0 = A[r0, k]
+        a1 = A[r1, k]
+        a2 = A[r2, k]
+        a3 = A[r3, k]
+        c00 += w0 * a0
+        c01 += w0 * a1
+        c02 += w0 * a2
+        c03 += w0 * a3
+        c10 += w1 * a0
+        c11 += w1 * a1
+        c12 += w1 * a2
+        c13 += w1 * a3
+    return c00, c01, c02, c03, c10, c11, c12, c13
 
 
 @njit(inline="always", **SERIAL)
@@ -171,6 +185,16 @@ def _store(Z, b, s, j0, c0, c1, c2, c3):
     Z[s, j0 + 1] = c1 + b[j0 + 1]
     Z[s, j0 + 2] = c2 + b[j0 + 2]
     Z[s, j0 + 3] = c3 + b[j0 + 3]
+
+
+@njit(inline="always", **SERIAL)
+def _store_left(Z, b, s, j0, n_out, c0, c1, c2):
+    """z_{s,j} = c + b_j for the last neurons j0 <= j < n_out (one to three) of a layer."""
+    Z[s, j0] = c0 + b[j0]
+    if j0 + 1 < n_out:
+        Z[s, j0 + 1] = c1 + b[j0 + 1]
+    if j0 + 2 < n_out:
+        Z[s, j0 + 2] = c2 + b[j0 + 2]
 
 
 @njit(**NOALIAS)
@@ -208,10 +232,34 @@ def _forward_block(A_prev, rows, W, b, m, Z, j0, n_out, n_in, zero):
         if s < m:
             c = _dot4x1(W, A_prev, j0, rows[s], n_in, zero)
             _store(Z, b, s, j0, c[0], c[1], c[2], c[3])
-    else:
-        for s in range(m):
-            for j in range(j0, n_out):
-                Z[s, j] = _dot(W, A_prev, j, rows[s], n_in, zero) + b[j]
+    else:  # the last 1-3 neurons: their rows repeated to fill a 4 × 4 block
+        j_last = n_out - 1
+        j1 = min(j0 + 1, j_last)
+        j2 = min(j0 + 2, j_last)
+        for s0 in range(0, m, 4):
+            s1 = min(s0 + 1, m - 1)
+            s2 = min(s0 + 2, m - 1)
+            s3 = min(s0 + 3, m - 1)
+            if j0 + 2 < n_out:
+                c = _dot4x4(W, A_prev, j0, j1, j2, j_last, rows[s0], rows[s1], rows[s2],
+                            rows[s3], n_in, zero)
+                _store_left(Z, b, s0, j0, n_out, c[0], c[4], c[8])
+                if s0 + 1 < m:
+                    _store_left(Z, b, s1, j0, n_out, c[1], c[5], c[9])
+                if s0 + 2 < m:
+                    _store_left(Z, b, s2, j0, n_out, c[2], c[6], c[10])
+                if s0 + 3 < m:
+                    _store_left(Z, b, s3, j0, n_out, c[3], c[7], c[11])
+            else:
+                c = _dot2x4(W, A_prev, j0, j1, rows[s0], rows[s1], rows[s2], rows[s3],
+                            n_in, zero)
+                _store_left(Z, b, s0, j0, n_out, c[0], c[4], zero)
+                if s0 + 1 < m:
+                    _store_left(Z, b, s1, j0, n_out, c[1], c[5], zero)
+                if s0 + 2 < m:
+                    _store_left(Z, b, s2, j0, n_out, c[2], c[6], zero)
+                if s0 + 3 < m:
+                    _store_left(Z, b, s3, j0, n_out, c[3], c[7], zero)
 
 
 @njit(inline="always", **SERIAL)
