@@ -431,6 +431,54 @@ def _gradient_rows4(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
 
 
 @njit(inline="always", **SERIAL)
+def _gradient_rows2(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
+    """:func:`_gradient_rows4` for the two rows j0, j0 + 1 (the last of a layer): per
+    vector of k, four input rows and the two gradient rows loaded, eight multiply-adds."""
+    j1 = j0 + 1
+    sb0 = sb1 = zero
+    for s0 in range(0, m, 4):
+        s1 = min(s0 + 1, m - 1)
+        s2 = min(s0 + 2, m - 1)
+        s3 = min(s0 + 3, m - 1)
+        e1 = s0 + 1 < m
+        e2 = s0 + 2 < m
+        e3 = s0 + 3 < m
+        r00 = D[s0, j0]
+        r01 = D[s1, j0] if e1 else zero
+        r02 = D[s2, j0] if e2 else zero
+        r03 = D[s3, j0] if e3 else zero
+        r10 = D[s0, j1]
+        r11 = D[s1, j1] if e1 else zero
+        r12 = D[s2, j1] if e2 else zero
+        r13 = D[s3, j1] if e3 else zero
+        sb0 += (r00 + r01) + (r02 + r03)
+        sb1 += (r10 + r11) + (r12 + r13)
+        d00 = r00 * coef
+        d01 = r01 * coef
+        d02 = r02 * coef
+        d03 = r03 * coef
+        d10 = r10 * coef
+        d11 = r11 * coef
+        d12 = r12 * coef
+        d13 = r13 * coef
+        q0 = rows[s0]
+        q1 = rows[s1]
+        q2 = rows[s2]
+        q3 = rows[s3]
+        keep = add or s0 > 0
+        for k in range(n_in):
+            b0 = A_prev[q0, k]
+            b1 = A_prev[q1, k]
+            b2 = A_prev[q2, k]
+            b3 = A_prev[q3, k]
+            c0 = gW[j0, k] if keep else zero
+            c1 = gW[j1, k] if keep else zero
+            gW[j1, k] = c1 + ((d10 * b0 + d11 * b1) + (d12 * b2 + d13 * b3))
+            gW[j0, k] = c0 + ((d00 * b0 + d01 * b1) + (d02 * b2 + d03 * b3))
+    return sb0, sb1
+
+
+@njit(inline="always", **SERIAL)
 def _gradient_row(D, A_prev, rows, m, coef, gW, j, n_in, zero, add):
     """Σ_s (coef δ_sj) a_{rows[s],k} into row j of gW (added to it when ``add``), the
     examples four at a time (else the first four written: no pass to zero the row);
@@ -500,7 +548,12 @@ def _weight_rows(D, A_prev, rows, m, coef, C, j0, j_end, n_in, zero, add, gb, sc
         gb[j0 + 2] = sb[2] * scale
         gb[j0 + 3] = sb[3] * scale
     else:
-        for j in range(j0, j_end):
+        for j in range(j0, j_end - 1, 2):
+            sb = _gradient_rows2(D, A_prev, rows, m, coef, C, j, n_in, zero, add)
+            gb[j] = sb[0] * scale
+            gb[j + 1] = sb[1] * scale
+        if (j_end - j0) % 2:
+            j = j_end - 1
             gb[j] = _gradient_row(D, A_prev, rows, m, coef, C, j, n_in, zero, add) * scale
 
 
