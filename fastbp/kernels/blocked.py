@@ -108,6 +108,29 @@ def _add4x4(C, o0, o1, o2, o3, B, r0, r1, r2, r3, n, keep,
         C[o3, k] = c3 + ((d30 * b0 + d31 * b1) + (d32 * b2 + d33 * b3))
 
 
+@njit(**NOALIAS)
+def _add4x2(C, o0, o1, o2, o3, B, r0, r1, n, keep, d00, d01, d10, d11, d20, d21, d30, d31):
+    """:func:`_add4x4` with two rows of B: C[o_a, :] (+)= Σ_b d_ab B[r_b, :], b = 0, 1
+    (the two examples a minibatch of 4n + 2 leaves over in the weight gradient).
+
+    Compiled on its own, not inlined: inlined into :func:`_gradient_block` this loop was
+    left scalar (its callers' other loops vectorised), and the two left-over examples
+    of a 10-example minibatch then took longer than the eight before them.
+    """
+    for k in range(n):
+        b0 = B[r0, k]
+        b1 = B[r1, k]
+        zero = b0 * ZERO
+        c0 = C[o0, k] if keep else zero
+        c1 = C[o1, k] if keep else zero
+        c2 = C[o2, k] if keep else zero
+        c3 = C[o3, k] if keep else zero
+        C[o0, k] = c0 + (d00 * b0 + d01 * b1)
+        C[o1, k] = c1 + (d10 * b0 + d11 * b1)
+        C[o2, k] = c2 + (d20 * b0 + d21 * b1)
+        C[o3, k] = c3 + (d30 * b0 + d31 * b1)
+
+
 @njit(inline="always", **SERIAL)
 def _zero4(C, o0, o1, o2, o3, n, zero):
     """Set the rows o0..o3 of C to zero (the start of a sum built by :func:`_add4x4`)."""
@@ -383,9 +406,11 @@ def _gradient_rows4(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
     when ``add``); returns the four sums Σ_s δ_sj (for BP3, the biases' gradient).
 
     The examples are taken four at a time: per vector of k, four input rows and the four
-    gradient rows are loaded and sixteen multiply-adds issued. Each element sums its
-    blocks of four examples in ascending order, as :func:`_gradient_row` does; the
-    first block writes the rows (no pass to zero them first). The sums of δ come from
+    gradient rows are loaded and sixteen multiply-adds issued; two left over take a
+    4 × 2 block (:func:`_add4x2`), one or three the 4 × 4 block with zero coefficients.
+    Each element sums its blocks of examples in ascending order, as
+    :func:`_gradient_row` does; the first block writes the rows (no pass to zero them
+    first). The sums of δ come from
     the values the block loads anyway, in four independent chains (a separate loop down
     each column of δ, one dependent addition after another, took a third of a 16 × 16
     layer's step).
@@ -394,7 +419,8 @@ def _gradient_rows4(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
     j2 = j0 + 2
     j3 = j0 + 3
     sb0 = sb1 = sb2 = sb3 = zero
-    for s0 in range(0, m, 4):
+    m4 = m - 2 if m % 4 == 2 else m
+    for s0 in range(0, m4, 4):
         s1 = min(s0 + 1, m - 1)
         s2 = min(s0 + 2, m - 1)
         s3 = min(s0 + 3, m - 1)
@@ -427,6 +453,24 @@ def _gradient_rows4(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
                 r10 * coef, r11 * coef, r12 * coef, r13 * coef,
                 r20 * coef, r21 * coef, r22 * coef, r23 * coef,
                 r30 * coef, r31 * coef, r32 * coef, r33 * coef)
+    if m4 < m:  # two examples left: a 4 × 2 block, not a 4 × 4 with two zero columns
+        s0 = m4
+        s1 = m4 + 1
+        r00 = D[s0, j0]
+        r01 = D[s1, j0]
+        r10 = D[s0, j1]
+        r11 = D[s1, j1]
+        r20 = D[s0, j2]
+        r21 = D[s1, j2]
+        r30 = D[s0, j3]
+        r31 = D[s1, j3]
+        sb0 += r00 + r01
+        sb1 += r10 + r11
+        sb2 += r20 + r21
+        sb3 += r30 + r31
+        _add4x2(gW, j0, j1, j2, j3, A_prev, rows[s0], rows[s1], n_in, add or s0 > 0,
+                r00 * coef, r01 * coef, r10 * coef, r11 * coef,
+                r20 * coef, r21 * coef, r30 * coef, r31 * coef)
     return sb0, sb1, sb2, sb3
 
 
