@@ -29,6 +29,7 @@ from .layers import (
     sgd_range,
     softmax_row,
 )
+from .views import flat
 
 ZERO = np.float32(0.0)
 HALF = np.float32(0.5)
@@ -301,7 +302,7 @@ def _activate_rows(act, m, Z, A, n_out):
             activate_range(act, Z[s], A[s], 0, n_out)
     else:  # the first m rows are one contiguous run
         n = m * n_out
-        activate_range(act, Z[:m].reshape(n), A[:m].reshape(n), 0, n)
+        activate_range(act, flat(Z[:m]), flat(A[:m]), 0, n)
 
 
 def _forward(A_prev, rows, W, b, act, m, Z, A):
@@ -333,8 +334,7 @@ def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     zero = W.dtype.type(0)
     j_full = n_out - n_out % 4
     # σ' over a block's rows at once: they are contiguous
-    size = D_prev.size
-    d_flat, z_flat, a_flat = D_prev.reshape(size), Z_prev.reshape(size), A_prev.reshape(size)
+    d_flat, z_flat, a_flat = flat(D_prev), flat(Z_prev), flat(A_prev)
     for sb in prange((m + 3) // 4):
         s0 = 4 * sb
         if s0 + 4 <= m:
@@ -574,8 +574,7 @@ def _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentu
     _weight_rows(D, A_prev, rows, m, -(lr * scale) if direct else scale,
                  W if direct else gW, j0, j_end, n_in, zero, direct, gb, scale)
     if mode == STEP:  # while the block's gradient rows are in cache
-        size = n_out * n_in
-        sgd_range(W.reshape(size), VW.reshape(size), gW.reshape(size), j0 * n_in,
+        sgd_range(flat(W), flat(VW), flat(gW), j0 * n_in,
                   j_end * n_in, lr, momentum, decay)
     if mode != GRADIENT:  # biases are not decayed
         sgd_range(b, Vb, gb, j0, j_end, lr, momentum, zero)

@@ -28,6 +28,7 @@ from .blocked import (
     output_delta_cost,
     step_forward_par,
 )
+from .views import mat
 
 
 @njit(inline="always", **SERIAL)
@@ -43,7 +44,8 @@ def _offsets(sizes, batch, l):
 
 @njit(inline="always", **SERIAL)
 def _mat(buf, off, rows, cols):
-    return buf[off:off + rows * cols].reshape((rows, cols))
+    """The C-contiguous (rows, cols) view of ``buf[off:off + rows * cols]``."""
+    return mat(buf, off, rows, cols)
 
 
 @njit(inline="always", **SERIAL)
