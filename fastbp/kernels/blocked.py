@@ -310,10 +310,12 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
 
     Blocks of 4 neurons j (split among threads) × 4 examples, each stored element by
     element (the sixteen sums stay in registers); examples left over take the block's
-    four neurons two at a time, then one, a neuron left over one dot product per example
-    (two left-over examples together: float32 7-9% faster in W2's layers, float64's
-    30-wide and narrower layers 10-15% slower, by 0.04 µs). Example s reads
-    its input row ``A_prev[rows[s]]``. σ (or softmax) follows row by row.
+    four neurons two at a time, then one (two left-over examples together: float32 7-9%
+    faster in W2's layers, float64's 30-wide and narrower layers 10-15% slower, by
+    0.04 µs). The last one or two neurons of a layer take 2 × 4 blocks, the last three a
+    4 × 4 block with the last row repeated (one dot product per example and neuron
+    before: forward passes of 10-wide layers 0.98-1.30x). Example s reads its input
+    row ``A_prev[rows[s]]``. σ (or softmax) follows row by row.
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
