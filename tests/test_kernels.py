@@ -22,7 +22,7 @@ import fastbp
 from fastbp import kernels as K
 from fastbp import reference as R
 from fastbp._config import SERIAL
-from fastbp.kernels import layers
+from fastbp.kernels import layers, views
 
 SHAPES = {
     "chain-1-1-1-1": [1, 1, 1, 1],
@@ -243,7 +243,8 @@ def _rows(rng, n_src, m):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["sigmoid", "relu", "tanh", "identity", "softmax"])
 @pytest.mark.parametrize("m,n_out,n_in", [(9, 5, 6), (1, 1, 3), (4, 8, 17), (13, 10, 33),
-                                          (10, 9, 7), (7, 8, 5)])
+                                          (10, 9, 7), (7, 8, 5), (6, 7, 20), (2, 6, 16),
+                                          (3, 3, 9)])
 def test_forward(act, dtype, parallel, m, n_out, n_in, rng):
     if act == "softmax" and n_out < 2:
         pytest.skip("softmax needs two outputs")
@@ -308,14 +309,15 @@ def test_backward(act, dtype, parallel, m, n_out, rng):
 
 @pytest.mark.parametrize("parallel", [True, False])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m", [5, 8, 1])
+@pytest.mark.parametrize("m", [5, 8, 1, 6, 2])
 @pytest.mark.parametrize("momentum,decay,apply", [
     (0.0, 0.0, False), (0.0, 0.0, True), (0.0, 0.01, True), (0.9, 0.0, True), (0.5, 0.01, True),
 ])
-@pytest.mark.parametrize("n_out", [4, 7])
+@pytest.mark.parametrize("n_out", [4, 7, 10])
 def test_gradient_step(momentum, decay, apply, m, n_out, dtype, parallel, rng):
     """BP3/BP4 averaged over m examples read through ``rows``, then the SGD step; rows
-    of W in blocks of four and the rows left over. A plain SGD step (no momentum, no
+    of W in blocks of four and the rows left over (two, one, or two and one), examples
+    in blocks of four and the one to three left over. A plain SGD step (no momentum, no
     decay) goes straight into W and leaves the weight-gradient buffer untouched."""
     D = rng.normal(0, 1, (m + 2, n_out)).astype(dtype)
     src = rng.normal(0, 1, (11, 6)).astype(dtype)
@@ -437,3 +439,25 @@ def test_nan_propagates():
         net.weights[0][1, 2] = np.nan
         out = net.forward(np.ones((2, 3)))
         assert np.isnan(out).all(), hidden
+
+
+@numba.njit(**SERIAL)
+def _views(buf, off, rows, cols, M):
+    return views.mat(buf, off, rows, cols), views.flat(M)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_views_are_the_reshaped_slices(dtype):
+    """The drivers' views of the flat buffers are ``buf[off:off + r * c].reshape(r, c)``
+    and ``M.reshape(M.size)``: same elements, same memory, C-contiguous."""
+    buf = np.arange(40, dtype=dtype)
+    M = np.arange(12, dtype=dtype).reshape(4, 3)[1:]
+    V, F = _views(buf, 7, 3, 5, M)
+    assert V.shape == (3, 5) and V.flags.c_contiguous and F.flags.c_contiguous
+    assert np.array_equal(V, buf[7:22].reshape(3, 5))
+    assert np.array_equal(F, M.reshape(M.size))
+    V[2, 4] = -1
+    F[0] = -2
+    assert buf[21] == -1 and M[0, 0] == -2
+    with pytest.raises(numba.core.errors.TypingError, match="C-contiguous"):
+        _views(buf, 0, 2, 2, M.T)
