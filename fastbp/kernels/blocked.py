@@ -157,17 +157,19 @@ def _dot4x1(W, A, j0, r, n, zero):
 
 
 @njit(inline="always", **SERIAL)
-def _dot4x2(W, A, j0, r0, r1, n, zero):
-    """The 8 dot products W[j0 + a, :] · A[r_b, :] for the two examples left over by the
-    4 × 4 blocks (six loads per eight multiply-adds, against five per four one by one)."""
+def _dot4x2(W, A, j0, j1, j2, j3, r0, r1, n, zero):
+    """The 8 dot products W[j_a, :] · A[r_b, :]: the block's four neurons for the two
+    examples left over by the 4 × 4 blocks (six loads per eight multiply-adds, against
+    five per four one by one), or, with the arrays' roles swapped, four examples for the
+    last one or two neurons of a layer."""
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = zero
     for k in range(n):
         a0 = A[r0, k]
         a1 = A[r1, k]
         w0 = W[j0, k]
-        w1 = W[j0 + 1, k]
-        w2 = W[j0 + 2, k]
-        w3 = W[j0 + 3, k]
+        w1 = W[j1, k]
+        w2 = W[j2, k]
+        w3 = W[j3, k]
         c00 += w0 * a0
         c01 += w0 * a1
         c10 += w1 * a0
@@ -177,29 +179,6 @@ def _dot4x2(W, A, j0, r0, r1, n, zero):
         c30 += w3 * a0
         c31 += w3 * a1
     return c00, c01, c10, c11, c20, c21, c30, c31
-
-
-@njit(inline="always", **SERIAL)
-def _dot2x4(W, A, j0, j1, r0, r1, r2, r3, n, zero):
-    """The 8 dot products W[j_a, :] · A[r_b, :], for the last one or two neurons of a
-    layer (j1 = j0 when one is left)."""
-    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = zero
-    for k in range(n):
-        w0 = W[j0, k]
-        w1 = W[j1, k]
-        a0 = A[r0, k]
-        a1 = A[r1, k]
-        a2 = A[r2, k]
-        a3 = A[r3, k]
-        c00 += w0 * a0
-        c01 += w0 * a1
-        c02 += w0 * a2
-        c03 += w0 * a3
-        c10 += w1 * a0
-        c11 += w1 * a1
-        c12 += w1 * a2
-        c13 += w1 * a3
-    return c00, c01, c02, c03, c10, c11, c12, c13
 
 
 @njit(inline="always", **SERIAL)
@@ -249,7 +228,7 @@ def _forward_block(A_prev, rows, W, b, m, Z, j0, n_out, n_in, zero):
             _store(Z, b, s3, j0, c[3], c[7], c[11], c[15])
         s = m_full
         if s + 2 <= m:
-            c = _dot4x2(W, A_prev, j0, rows[s], rows[s + 1], n_in, zero)
+            c = _dot4x2(W, A_prev, j0, j1, j2, j3, rows[s], rows[s + 1], n_in, zero)
             _store(Z, b, s, j0, c[0], c[2], c[4], c[6])
             _store(Z, b, s + 1, j0, c[1], c[3], c[5], c[7])
             s += 2
@@ -275,15 +254,15 @@ def _forward_block(A_prev, rows, W, b, m, Z, j0, n_out, n_in, zero):
                 if s0 + 3 < m:
                     _store_left(Z, b, s3, j0, n_out, c[3], c[7], c[11])
             else:
-                c = _dot2x4(W, A_prev, j0, j1, rows[s0], rows[s1], rows[s2], rows[s3],
+                c = _dot4x2(A_prev, W, rows[s0], rows[s1], rows[s2], rows[s3], j0, j1,
                             n_in, zero)
-                _store_left(Z, b, s0, j0, n_out, c[0], c[4], zero)
+                _store_left(Z, b, s0, j0, n_out, c[0], c[1], zero)
                 if s0 + 1 < m:
-                    _store_left(Z, b, s1, j0, n_out, c[1], c[5], zero)
+                    _store_left(Z, b, s1, j0, n_out, c[2], c[3], zero)
                 if s0 + 2 < m:
-                    _store_left(Z, b, s2, j0, n_out, c[2], c[6], zero)
+                    _store_left(Z, b, s2, j0, n_out, c[4], c[5], zero)
                 if s0 + 3 < m:
-                    _store_left(Z, b, s3, j0, n_out, c[3], c[7], zero)
+                    _store_left(Z, b, s3, j0, n_out, c[6], c[7], zero)
 
 
 @njit(inline="always", **SERIAL)
