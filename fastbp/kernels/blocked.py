@@ -382,6 +382,16 @@ def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
 
 
 @njit(inline="always", **SERIAL)
+def _deltas4(D, s0, m, j, zero):
+    """δ_sj for the four examples s0 <= s < s0 + 4, zero for those past m."""
+    d0 = D[s0, j]
+    d1 = D[min(s0 + 1, m - 1), j] if s0 + 1 < m else zero
+    d2 = D[min(s0 + 2, m - 1), j] if s0 + 2 < m else zero
+    d3 = D[min(s0 + 3, m - 1), j] if s0 + 3 < m else zero
+    return d0, d1, d2, d3
+
+
+@njit(inline="always", **SERIAL)
 def _gradient_rows4(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
     """Σ_s (coef δ_sj) a_{rows[s],k} into the four rows j0..j0+3 of gW (added to them
     when ``add``); returns the four sums Σ_s δ_sj (for BP3, the biases' gradient).
@@ -405,25 +415,10 @@ def _gradient_rows4(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
         s1 = min(s0 + 1, m - 1)
         s2 = min(s0 + 2, m - 1)
         s3 = min(s0 + 3, m - 1)
-        e1 = s0 + 1 < m
-        e2 = s0 + 2 < m
-        e3 = s0 + 3 < m
-        r00 = D[s0, j0]
-        r01 = D[s1, j0] if e1 else zero
-        r02 = D[s2, j0] if e2 else zero
-        r03 = D[s3, j0] if e3 else zero
-        r10 = D[s0, j1]
-        r11 = D[s1, j1] if e1 else zero
-        r12 = D[s2, j1] if e2 else zero
-        r13 = D[s3, j1] if e3 else zero
-        r20 = D[s0, j2]
-        r21 = D[s1, j2] if e1 else zero
-        r22 = D[s2, j2] if e2 else zero
-        r23 = D[s3, j2] if e3 else zero
-        r30 = D[s0, j3]
-        r31 = D[s1, j3] if e1 else zero
-        r32 = D[s2, j3] if e2 else zero
-        r33 = D[s3, j3] if e3 else zero
+        r00, r01, r02, r03 = _deltas4(D, s0, m, j0, zero)
+        r10, r11, r12, r13 = _deltas4(D, s0, m, j1, zero)
+        r20, r21, r22, r23 = _deltas4(D, s0, m, j2, zero)
+        r30, r31, r32, r33 = _deltas4(D, s0, m, j3, zero)
         sb0 += (r00 + r01) + (r02 + r03)
         sb1 += (r10 + r11) + (r12 + r13)
         sb2 += (r20 + r21) + (r22 + r23)
@@ -465,17 +460,8 @@ def _gradient_rows2(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
         s1 = min(s0 + 1, m - 1)
         s2 = min(s0 + 2, m - 1)
         s3 = min(s0 + 3, m - 1)
-        e1 = s0 + 1 < m
-        e2 = s0 + 2 < m
-        e3 = s0 + 3 < m
-        r00 = D[s0, j0]
-        r01 = D[s1, j0] if e1 else zero
-        r02 = D[s2, j0] if e2 else zero
-        r03 = D[s3, j0] if e3 else zero
-        r10 = D[s0, j1]
-        r11 = D[s1, j1] if e1 else zero
-        r12 = D[s2, j1] if e2 else zero
-        r13 = D[s3, j1] if e3 else zero
+        r00, r01, r02, r03 = _deltas4(D, s0, m, j0, zero)
+        r10, r11, r12, r13 = _deltas4(D, s0, m, j1, zero)
         sb0 += (r00 + r01) + (r02 + r03)
         sb1 += (r10 + r11) + (r12 + r13)
         d00 = r00 * coef
@@ -513,10 +499,7 @@ def _gradient_row(D, A_prev, rows, m, coef, gW, j, n_in, zero, add):
         s1 = min(s0 + 1, m - 1)
         s2 = min(s0 + 2, m - 1)
         s3 = min(s0 + 3, m - 1)
-        q0 = D[s0, j]
-        q1 = D[s1, j] if s0 + 1 < m else zero
-        q2 = D[s2, j] if s0 + 2 < m else zero
-        q3 = D[s3, j] if s0 + 3 < m else zero
+        q0, q1, q2, q3 = _deltas4(D, s0, m, j, zero)
         sb += (q0 + q1) + (q2 + q3)
         d0 = q0 * coef
         d1 = q1 * coef
