@@ -43,18 +43,12 @@ def _offsets(sizes, batch, l):
 
 
 @njit(inline="always", **SERIAL)
-def _mat(buf, off, rows, cols):
-    """The C-contiguous (rows, cols) view of ``buf[off:off + rows * cols]``."""
-    return mat(buf, off, rows, cols)
-
-
-@njit(inline="always", **SERIAL)
 def _layer_input(X, rows, abuf, ident, ao, batch, n_in, l):
     """Layer l's input rows: the training set through ``rows`` for the first layer, the
     previous layer's activations (just below layer l's block) for the others."""
     if l == 0:
         return X, rows
-    return _mat(abuf, ao - batch * n_in, batch, n_in), ident
+    return mat(abuf, ao - batch * n_in, batch, n_in), ident
 
 
 @njit(**NO_REFCOUNT)
@@ -65,10 +59,10 @@ def forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, a
     for l in range(first, L):
         n_out, n_in = sizes[l + 1], sizes[l]
         wo, bo, ao = _offsets(sizes, batch, l)
-        W = _mat(theta, wo, n_out, n_in)
+        W = mat(theta, wo, n_out, n_in)
         b = theta[bo:bo + n_out]
-        Z = _mat(zbuf, ao, batch, n_out)
-        A = _mat(abuf, ao, batch, n_out)
+        Z = mat(zbuf, ao, batch, n_out)
+        A = mat(abuf, ao, batch, n_out)
         act = output if l == L - 1 else hidden
         A_prev, r = _layer_input(X, rows, abuf, ident, ao, batch, n_in, l)
         if par[l, 0]:
@@ -85,8 +79,8 @@ def costs(sizes, Y, rows, m, batch, output, cost, zbuf, abuf, dbuf, out):
     o = _offsets(sizes, batch, L - 1)[2]
     n_L = sizes[L]
     output_delta_cost(
-        _mat(abuf, o, batch, n_L), _mat(zbuf, o, batch, n_L), Y, rows, output, cost, m,
-        _mat(dbuf, o, batch, n_L), out,
+        mat(abuf, o, batch, n_L), mat(zbuf, o, batch, n_L), Y, rows, output, cost, m,
+        mat(dbuf, o, batch, n_L), out,
     )
 
 
@@ -109,26 +103,26 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
     for l in range(L - 1, -1, -1):
         n_out, n_in = sizes[l + 1], sizes[l]
         wo, bo, ao = _offsets(sizes, batch, l)
-        W = _mat(theta, wo, n_out, n_in)
-        D = _mat(dbuf, ao, batch, n_out)
+        W = mat(theta, wo, n_out, n_in)
+        D = mat(dbuf, ao, batch, n_out)
         A_prev, r = _layer_input(X, rows, abuf, ident, ao, batch, n_in, l)
         if l > 0:
-            Z_prev = _mat(zbuf, ao - batch * n_in, batch, n_in)
-            D_prev = _mat(dbuf, ao - batch * n_in, batch, n_in)
+            Z_prev = mat(zbuf, ao - batch * n_in, batch, n_in)
+            D_prev = mat(dbuf, ao - batch * n_in, batch, n_in)
             if par[l, 1]:
                 backward_par(D, W, Z_prev, A_prev, hidden, m, D_prev)
             else:
                 backward_ser(D, W, Z_prev, A_prev, hidden, m, D_prev)
         b = theta[bo:bo + n_out]
-        gW = _mat(grad, wo, n_out, n_in)
+        gW = mat(grad, wo, n_out, n_in)
         gb = grad[bo:bo + n_out]
-        VW = _mat(vel, wo, n_out, n_in)
+        VW = mat(vel, wo, n_out, n_in)
         Vb = vel[bo:bo + n_out]
         if l == 0 and apply and m_next > 0 and par[0, 3]:
             act = output if L == 1 else hidden
             step_forward_par(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
-                             decay, rows_next, m_next, act, _mat(zbuf, 0, batch, n_out),
-                             _mat(abuf, 0, batch, n_out))
+                             decay, rows_next, m_next, act, mat(zbuf, 0, batch, n_out),
+                             mat(abuf, 0, batch, n_out))
             return True
         if par[l, 2]:
             gradient_step_par(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
