@@ -163,8 +163,9 @@ def layer_cases(w, dtype, rng, from_python=False):
             A_prev, rows = block(abuf, l - 1, n_in), ident
             Z_prev, D_prev = block(zbuf, l - 1, n_in), block(dbuf, l - 1, n_in)
         fwd = kernels.forward_par if par[l, 0] else kernels.forward_ser
-        bwd = kernels.backward_par if par[l, 1] else kernels.backward_ser
-        grd = kernels.gradient_step_par if par[l, 2] else kernels.gradient_step_ser
+        bwd = (kernels.backward_ser, kernels.backward_par, kernels.backward_narrow)[par[l, 1]]
+        grd = (kernels.gradient_step_ser, kernels.gradient_step_par,
+               kernels.gradient_step_narrow)[par[l, 2]]
         lr, zero = real(1e-9), real(0)
         grad_args = (D, A_prev, rows, m, real(1 / m), W, b, gW, gb, gW, gb, lr, zero, zero)
         # OpenBLAS's operands and outputs

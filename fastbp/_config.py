@@ -122,6 +122,19 @@ PARALLEL_MIN_WORK = 32768
 #: depend on it.
 ACTIVATE_PAR_MIN = 8192
 
+#: Widest input (n_{l-1}) whose serial BP2 runs the narrow-input kernel
+#: (:func:`fastbp.kernels.narrow.backward_narrow`; at most ``lanes.WIDTH``). Kernel
+#: A/B against the blocked kernel, 2 cores, sigmoid: 1.15-2.9x on 5- to 32-wide inputs
+#: at m = 5-100, float32 and float64.
+NARROW_MAX_WIDTH = 32
+
+#: Largest input row in bytes (n_{l-1} × itemsize) whose serial gradient step runs the
+#: narrow-input kernel (:func:`fastbp.kernels.narrow.gradient_step_narrow`): two 64-byte
+#: vectors of sums per row. Kernel A/B: float32 up to 32 wide 1.35-1.9x, float64 up to
+#: 16 wide 1.06-1.54x (m >= 10); float64 30-wide rows (four vectors a row) were
+#: 0.73-0.81x and stay with the blocked kernel.
+NARROW_MAX_BYTES = 128
+
 #: Bytes of a minibatch's input rows (batch × n_0 × itemsize) up to which the first
 #: layer's SGD step and its forward pass of the next minibatch share one parallel region
 #: (:func:`fastbp.kernels.blocked.step_forward_par`). Each thread then reads both

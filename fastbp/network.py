@@ -12,8 +12,15 @@ import numpy as np
 
 from . import _validation as v
 from . import kernels
-from ._config import FUSE_MAX_BYTES, PARALLEL_MIN_WORK, TINY_MAX_WORK, launch
-from .kernels import flat, tiny
+from ._config import (
+    FUSE_MAX_BYTES,
+    NARROW_MAX_BYTES,
+    NARROW_MAX_WIDTH,
+    PARALLEL_MIN_WORK,
+    TINY_MAX_WORK,
+    launch,
+)
+from .kernels import codes, flat, tiny
 
 #: Rows fed forward at once by forward/cost/evaluate/predict: bounds their memory.
 CHUNK = 4096
@@ -270,20 +277,27 @@ class Network:
 
         A layer's kernel runs in parallel when its work (batch × n_out × n_in
         multiply-adds) repays a parallel region and its parallel loop has more than one
-        block; the choice depends on shapes alone, never on the thread count. Column 3 of
-        the first layer's flags: whether its step feeds the next minibatch forward in the
+        block; a serial BP2 or gradient step over a narrow input (``NARROW_MAX_WIDTH``,
+        ``NARROW_MAX_BYTES``) runs the narrow-input kernel. The choices depend on shapes
+        alone, never on the thread count. Column 3 of the first layer's flags: whether its step feeds the next minibatch forward in the
         same region (``FUSE_MAX_BYTES``).
         """
         sizes = np.asarray(self.sizes, dtype=np.int64)
         par = np.zeros((len(self.sizes) - 1, 4), dtype=np.int64)
+        itemsize = self._theta.itemsize
         for l, (n_in, n_out) in enumerate(zip(self.sizes, self.sizes[1:])):
             big = batch * n_out * n_in >= PARALLEL_MIN_WORK
-            par[l, :3] = (big and n_out > 4, big and batch > 4, big and n_out > 1)
-        par[0, 3] = par[0, 2] and batch * self.sizes[0] * self._theta.itemsize <= FUSE_MAX_BYTES
+            par[l, 0] = big and n_out > 4
+            par[l, 1] = (codes.PARALLEL if big and batch > 4 else
+                         codes.NARROW if n_in <= NARROW_MAX_WIDTH else codes.BLOCKED)
+            par[l, 2] = (codes.PARALLEL if big and n_out > 1 else
+                         codes.NARROW if n_in * itemsize <= NARROW_MAX_BYTES else
+                         codes.BLOCKED)
+        par[0, 3] = (par[0, 2] == codes.PARALLEL
+                     and batch * self.sizes[0] * itemsize <= FUSE_MAX_BYTES)
         total = batch * sum(self.sizes[1:])
         # BP2 adds rows of W^l into δ^{l-1}'s block, and a plain SGD step adds rows of
         # a^{l-1}'s block into W^l (see _spaced_empty)
-        itemsize = self._theta.itemsize
         w_offsets, blocks = self._offsets(batch)
         partners = [(blocks[l - 1], self._theta.ctypes.data + w_offsets[l] * itemsize,
                      self.sizes[l] * itemsize) for l in range(1, len(self.sizes) - 1)]

@@ -6,6 +6,10 @@ against fastbp.reference. float32 kernels are compared with the reference evalua
 float64 on the same float32 parameters.
 """
 
+import ctypes
+import mmap
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -29,6 +33,7 @@ SHAPES = {
     "4-4-4-1": [4, 4, 4, 1],
     "784-16-16-10": [784, 16, 16, 10],
     "7-5-3": [7, 5, 3],
+    "40-30-12-4": [40, 30, 12, 4],
 }
 BATCHES = [1, 33]
 DTYPES = ["float64", "float32"]
@@ -351,6 +356,108 @@ def test_gradient_step(momentum, decay, apply, m, n_out, dtype, parallel, rng):
     else:
         assert_close(W, w - 0.1 * g, dtype, "w", magnitude=np.abs(w).max())
         assert_close(b, bb - 0.1 * ref_b, dtype, "b", magnitude=np.abs(bb).max())
+
+
+def _guarded(values):
+    """A copy of ``values`` ending right at an inaccessible page, so that a kernel
+    reading or writing one element past its end crashes the test."""
+    page = mmap.PAGESIZE
+    pages = -(-values.nbytes // page) + 1
+    buf = mmap.mmap(-1, pages * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    assert libc.mprotect(base + (pages - 1) * page, page, 0) == 0  # PROT_NONE
+    out = np.frombuffer(buf, values.dtype, values.size, (pages - 1) * page - values.nbytes)
+    out = out.reshape(values.shape)
+    out[...] = values
+    return out
+
+
+NARROW_WIDTHS = [1, 5, 15, 16, 17, 30, 32]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["sigmoid", "relu", "identity"])
+@pytest.mark.parametrize("m", [1, 3, 4, 10])
+@pytest.mark.parametrize("n_out", [1, 6, 16])
+@pytest.mark.parametrize("n_in", NARROW_WIDTHS)
+def test_backward_narrow(act, dtype, m, n_out, n_in, rng):
+    """BP2 over narrow inputs (rows of 16 or 32 lanes, the last row of W copied to the
+    stack): the reference's values, and no element read or written past any array (each
+    ends at an inaccessible page) nor past the m rows of δ^{l-1}."""
+    D = _guarded(rng.normal(0, 1, (m, n_out)).astype(dtype))
+    W = _guarded(rng.normal(0, 1, (n_out, n_in)).astype(dtype))
+    Zp = _guarded(rng.normal(0, 1, (m + 1, n_in)).astype(dtype))
+    Ap = _guarded(R.ACTIVATIONS[act](np.asarray(Zp, float)).astype(dtype))
+    Dp = _guarded(np.full((m + 1, n_in), np.nan, dtype))
+    K.backward_narrow(D, W, Zp, Ap, K.ACTIVATION_CODES[act], m, Dp)
+    d, w, zp, ap = (np.asarray(v, float) for v in (D, W, Zp[:m], Ap[:m]))
+    sp = R.DERIVATIVES[act](zp, ap)
+    assert_close(Dp[:m], (d @ w) * sp, dtype, "BP2",
+                 magnitude=(np.abs(d) @ np.abs(w)) * np.abs(sp))
+    assert np.isnan(Dp[m:]).all()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [1, 5, 10])
+@pytest.mark.parametrize("momentum,decay,apply", [
+    (0.0, 0.0, False), (0.0, 0.0, True), (0.5, 0.01, True),
+])
+@pytest.mark.parametrize("n_out", [1, 6, 8])
+@pytest.mark.parametrize("n_in", NARROW_WIDTHS)
+def test_gradient_step_narrow(momentum, decay, apply, m, n_out, n_in, dtype, rng):
+    """The narrow-input gradient step against the reference, its rows read through
+    ``rows`` (the source's last row, copied to the stack, always among them) and every
+    array ending at an inaccessible page; a plain SGD step leaves gW unwritten."""
+    real = np.dtype(dtype).type
+    D = _guarded(rng.normal(0, 1, (m, n_out)).astype(dtype))
+    src = _guarded(rng.normal(0, 1, (m + 3, n_in)).astype(dtype))
+    rows = rng.permutation(m + 3)[:m].astype(np.int64)
+    rows[rng.integers(m)] = m + 2
+    rows = _guarded(rows)
+    W, b, VW, Vb = (_guarded(rng.normal(0, 1, shape).astype(dtype))
+                    for shape in ((n_out, n_in), n_out, (n_out, n_in), n_out))
+    gW, gb = _guarded(np.full((n_out, n_in), np.nan, dtype)), _guarded(np.empty(n_out, dtype))
+    w, bb, vw, vb = (np.array(x, float) for x in (W, b, VW, Vb))
+    K.gradient_step_narrow(D, src, rows, m, real(1) / real(m), W, b, gW, gb, VW, Vb,
+                           real(0.1), real(momentum), real(decay), apply)
+    d, a = np.asarray(D, float), np.asarray(src, float)[rows]
+    ref_w, ref_b = d.T @ a / m, d.sum(axis=0) / m
+    if apply and momentum == 0 and decay == 0:
+        assert np.isnan(gW).all()
+    else:
+        assert_close(gW, ref_w, dtype, "BP4", magnitude=np.abs(d).T @ np.abs(a) / m)
+    assert_close(gb, ref_b, dtype, "BP3", magnitude=np.abs(d).sum(axis=0) / m)
+    if not apply:
+        assert np.array_equal(W, w.astype(dtype)) and np.array_equal(b, bb.astype(dtype))
+        return
+    g = ref_w + decay * w
+    if momentum:
+        vw, vb = momentum * vw - 0.1 * g, momentum * vb - 0.1 * ref_b
+        assert_close(VW, vw, dtype, "v_w", magnitude=np.abs(vw).max())
+        assert_close(W, w + vw, dtype, "w", magnitude=np.abs(w).max())
+        assert_close(b, bb + vb, dtype, "b", magnitude=np.abs(bb).max())
+    else:
+        assert_close(W, w - 0.1 * g, dtype, "w", magnitude=np.abs(w).max())
+        assert_close(b, bb - 0.1 * ref_b, dtype, "b", magnitude=np.abs(bb).max())
+
+
+def test_narrow_kernels_are_chosen_by_shape():
+    """Serial BP2 of inputs up to 32 wide, and serial gradient steps of input rows up
+    to 128 bytes, run the narrow kernels; the thread count plays no part."""
+    from fastbp.kernels import codes
+
+    for dtype, grad in (("float32", codes.NARROW), ("float64", codes.BLOCKED)):
+        par = fastbp.Network([784, 30, 10], dtype=dtype)._kernel_args(10)[1]
+        assert par[1, 1] == codes.NARROW and par[1, 2] == grad
+        assert par[0, 2] == codes.PARALLEL
+    par = fastbp.Network([784, 16, 16, 10], dtype="float64")._kernel_args(100)[1]
+    assert (par[1:, 1:3] == codes.NARROW).all()
+    par = fastbp.Network([50, 40, 3], dtype="float32")._kernel_args(10)[1]
+    assert par[1, 1] == codes.BLOCKED and par[1, 2] == codes.BLOCKED
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

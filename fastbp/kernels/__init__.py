@@ -19,7 +19,7 @@ from .._config import kernel_cache, lock_cache_writes
 
 # Numba fixes a kernel's cache location when it is decorated.
 with kernel_cache():
-    from . import blocked, flat, layers, tiny
+    from . import blocked, flat, lanes, layers, narrow, tiny
     from .blocked import (
         backward_par,
         backward_ser,
@@ -30,6 +30,7 @@ with kernel_cache():
         output_delta_cost,
         step_forward_par,
     )
+    from .narrow import backward_narrow, gradient_step_narrow
     from .codes import (
         ACTIVATION_CODES,
         COST_CODES,
@@ -42,7 +43,7 @@ with kernel_cache():
         TANH,
     )
 
-for _module in (layers, blocked, flat, tiny):
+for _module in (layers, blocked, narrow, flat, tiny):
     for _name in dir(_module):
         if hasattr(getattr(_module, _name), "py_func"):
             lock_cache_writes(getattr(_module, _name))
@@ -57,11 +58,13 @@ __all__ = [
     "SIGMOID",
     "SOFTMAX",
     "TANH",
+    "backward_narrow",
     "backward_par",
     "backward_ser",
     "flat",
     "forward_par",
     "forward_ser",
+    "gradient_step_narrow",
     "gradient_step_par",
     "gradient_step_ser",
     "output_delta_cost",

@@ -17,3 +17,9 @@ ACTIVATION_CODES = {
     "softmax": SOFTMAX,
 }
 COST_CODES = {"quadratic": QUADRATIC, "cross_entropy": CROSS_ENTROPY}
+
+#: Which kernel a layer's BP2 or gradient step runs (columns 1 and 2 of the drivers'
+#: ``par``): the register-blocked serial or parallel one, or the narrow-input one.
+BLOCKED = 0
+PARALLEL = 1
+NARROW = 2

@@ -8,10 +8,11 @@ layer l taking a block of ``batch * n_l`` entries. The drivers slice C-contiguou
 views out of these buffers, so the number of layers is a run-time value: a network of any
 depth uses the same compiled code.
 
-``par[l]`` holds, for layer l, whether its forward, backward (BP2) and gradient kernels run
-in parallel (columns 0, 1, 2), and ``par[0, 3]`` whether the first layer's SGD step feeds
-the next minibatch forward in the same parallel region: chosen from the shapes by the
-caller. The drivers never allocate: they are compiled without reference counting
+``par[l]`` holds, for layer l, whether its forward kernel runs in parallel (column 0),
+which kernel runs its backward (BP2) and its gradient step (columns 1, 2: ``BLOCKED``,
+``PARALLEL`` or ``NARROW`` of :mod:`fastbp.kernels.codes`), and ``par[0, 3]`` whether
+the first layer's SGD step feeds the next minibatch forward in the same parallel region:
+chosen from the shapes by the caller. The drivers never allocate: they are compiled without reference counting
 (``fastbp._config.NO_REFCOUNT``), so the views they slice cost no atomic operations.
 """
 
@@ -28,6 +29,8 @@ from .blocked import (
     output_delta_cost,
     step_forward_par,
 )
+from .codes import NARROW, PARALLEL
+from .narrow import backward_narrow, gradient_step_narrow
 from .views import mat
 
 
@@ -109,8 +112,10 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
         if l > 0:
             Z_prev = mat(zbuf, ao - batch * n_in, batch, n_in)
             D_prev = mat(dbuf, ao - batch * n_in, batch, n_in)
-            if par[l, 1]:
+            if par[l, 1] == PARALLEL:
                 backward_par(D, W, Z_prev, A_prev, hidden, m, D_prev)
+            elif par[l, 1] == NARROW:
+                backward_narrow(D, W, Z_prev, A_prev, hidden, m, D_prev)
             else:
                 backward_ser(D, W, Z_prev, A_prev, hidden, m, D_prev)
         b = theta[bo:bo + n_out]
@@ -124,9 +129,12 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
                              decay, rows_next, m_next, act, mat(zbuf, 0, batch, n_out),
                              mat(abuf, 0, batch, n_out))
             return True
-        if par[l, 2]:
+        if par[l, 2] == PARALLEL:
             gradient_step_par(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
                               decay, apply)
+        elif par[l, 2] == NARROW:
+            gradient_step_narrow(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
+                                 decay, apply)
         else:
             gradient_step_ser(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
                               decay, apply)

@@ -1,0 +1,196 @@
+"""BP2 and BP3/BP4 for layers whose input is narrow (n_{l-1} <= 32), serially.
+
+Both sums end in rows as wide as the layer's input, k = 0 .. n_{l-1} - 1:
+
+- BP2: the row of δ^{l-1} of example s, Σ_j δ^l_sj w^l_j·  (a sum over the layer's j);
+- BP3: the row j of ∂C/∂W, Σ_s δ^l_sj a^{l-1}_s·  (a sum over the minibatch's s).
+
+On a 16- or 30-wide row the register-blocked kernels of :mod:`fastbp.kernels.blocked`
+spend more on setting up each short run-time-length loop than on its arithmetic, and
+carry their partial sums through memory from one block to the next. Here four such rows
+are summed in registers over the whole sum: each term loads one row of W (or of the
+layer's input) as one or two vectors of a compile-time width (16 or 32 elements) and
+adds it, times four broadcast coefficients, to the four rows of sums, the form of
+OpenBLAS's microkernels. A row read past its n_{l-1}-th element runs into the next rows of
+the same array (those lanes are summed but never stored); the last rows, where such a
+read would leave the array, are first copied into a zero-padded row on the stack with
+a masked load. The sums are stored
+with masked stores of exactly n_{l-1} elements (:mod:`fastbp.kernels.lanes`).
+
+Each element's sum runs in ascending order of j (BP2) or s (BP3), whatever the thread
+count: the kernels are serial, chosen by the layer's shape alone.
+"""
+
+from numba import njit
+
+from .._config import NOALIAS, SERIAL
+from .blocked import DIRECT, GRADIENT, STEP, _mode
+from .lanes import WIDTH, load_prefix, scratch, store_prefix
+from .layers import derivative_scale, sgd_range
+from .views import flat, mat
+
+#: Elements of the four rows of sums (a compile-time size: ``scratch`` needs a literal).
+SUMS = 4 * WIDTH
+
+
+@njit(inline="always", **SERIAL)
+def _zero_rows(acc, w, zero):
+    for c in range(w):
+        acc[0, c] = zero
+        acc[1, c] = zero
+        acc[2, c] = zero
+        acc[3, c] = zero
+
+
+@njit(inline="always", **SERIAL)
+def _add_row(acc, Q, i, c0, c1, c2, c3, w):
+    """acc[r, :w] += c_r Q[i, :w] for the four rows r of the sums."""
+    for c in range(w):
+        q = Q[i, c]
+        acc[0, c] += c0 * q
+        acc[1, c] += c1 * q
+        acc[2, c] += c2 * q
+        acc[3, c] += c3 * q
+
+
+@njit(inline="always", **SERIAL)
+def _rows_inside(n_rows, n_in, w):
+    """How many of the first rows of an (n_rows, n_in) array can be read as w elements
+    without leaving the array (row i: i n_in + w <= n_rows n_in)."""
+    size = n_rows * n_in
+    return (size - w) // n_in + 1 if size >= w else 0
+
+
+@njit(inline="always", **SERIAL)
+def _backward_rows(D, W, tail, act_prev, m, Z_prev, A_prev, D_prev, acc, w, zero):
+    n_out, n_in = W.shape
+    inside = _rows_inside(n_out, n_in, w)
+    w_flat = flat(W)
+    sums = flat(acc)
+    stride = acc.shape[1]
+    d_flat, z_flat, a_flat = flat(D_prev), flat(Z_prev), flat(A_prev)
+    for s0 in range(0, m, 4):
+        # the last block's missing examples repeat its last one (same sums, same stores)
+        s1 = min(s0 + 1, m - 1)
+        s2 = min(s0 + 2, m - 1)
+        s3 = min(s0 + 3, m - 1)
+        _zero_rows(acc, w, zero)
+        for j in range(inside):
+            _add_row(acc, W, j, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
+        for j in range(inside, n_out):
+            load_prefix(flat(tail), 0, w_flat, j * n_in, n_in, w)
+            _add_row(acc, tail, 0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
+        store_prefix(d_flat, s0 * n_in, sums, 0, n_in, w)
+        store_prefix(d_flat, s1 * n_in, sums, stride, n_in, w)
+        store_prefix(d_flat, s2 * n_in, sums, 2 * stride, n_in, w)
+        store_prefix(d_flat, s3 * n_in, sums, 3 * stride, n_in, w)
+        derivative_scale(act_prev, d_flat, z_flat, a_flat, s0 * n_in, (s3 + 1) * n_in)
+
+
+@njit(**NOALIAS)
+def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
+    """BP2, δ^{l-1}_sk = (Σ_j w^l_jk δ^l_sj) σ'(z^{l-1}_sk), for n_{l-1} <= :data:`WIDTH`.
+
+    Four examples at a time: their four rows of δ^{l-1} are summed in registers over
+    all j (one row of W loaded per j, four multiply-adds with δ^l_sj broadcast), stored,
+    then scaled by σ'. Same arguments as :func:`fastbp.kernels.blocked.backward_ser`.
+    """
+    n_out, n_in = W.shape
+    zero = W.dtype.type(0)
+    acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
+    tail = mat(scratch(WIDTH, zero), 0, 1, WIDTH)
+    if n_in <= 16:
+        _backward_rows(D, W, tail, act_prev, m, Z_prev, A_prev, D_prev, acc, 16, zero)
+    else:
+        _backward_rows(D, W, tail, act_prev, m, Z_prev, A_prev, D_prev, acc, WIDTH, zero)
+
+
+@njit(inline="always", **SERIAL)
+def _store_row(C, j, add, coef, acc, r, row, w):
+    """C[j, :n] = coef acc[r, :n] (+ C[j, :n] when ``add``), n = C's width."""
+    n_in = C.shape[1]
+    c_flat = flat(C)
+    if add:
+        load_prefix(row, 0, c_flat, j * n_in, n_in, w)
+        for c in range(w):
+            row[c] += coef * acc[r, c]
+    else:
+        for c in range(w):
+            row[c] = coef * acc[r, c]
+    store_prefix(c_flat, j * n_in, row, 0, n_in, w)
+
+
+@njit(inline="always", **SERIAL)
+def _gradient_rows(D, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, row, j0, w, zero):
+    """Rows j0 .. j0 + 3 (those < n_out) of C: coef Σ_s δ_sj a_{rows[s]} (added to C
+    when ``add``), and gb_j = scale Σ_s δ_sj."""
+    n_out, n_in = C.shape
+    inside = _rows_inside(A_prev.shape[0], n_in, w)
+    a_flat = flat(A_prev)
+    j1 = min(j0 + 1, n_out - 1)  # rows past the layer repeat its last (never stored)
+    j2 = min(j0 + 2, n_out - 1)
+    j3 = min(j0 + 3, n_out - 1)
+    _zero_rows(acc, w, zero)
+    b0 = b1 = b2 = b3 = zero
+    for s in range(m):
+        d0 = D[s, j0]
+        d1 = D[s, j1]
+        d2 = D[s, j2]
+        d3 = D[s, j3]
+        b0 += d0
+        b1 += d1
+        b2 += d2
+        b3 += d3
+        r = rows[s]
+        if r < inside:
+            _add_row(acc, A_prev, r, d0, d1, d2, d3, w)
+        else:
+            load_prefix(flat(tail), 0, a_flat, r * n_in, n_in, w)
+            _add_row(acc, tail, 0, d0, d1, d2, d3, w)
+    _store_row(C, j0, add, coef, acc, 0, row, w)
+    gb[j0] = b0 * scale
+    if j0 + 1 < n_out:
+        _store_row(C, j1, add, coef, acc, 1, row, w)
+        gb[j1] = b1 * scale
+    if j0 + 2 < n_out:
+        _store_row(C, j2, add, coef, acc, 2, row, w)
+        gb[j2] = b2 * scale
+    if j0 + 3 < n_out:
+        _store_row(C, j3, add, coef, acc, 3, row, w)
+        gb[j3] = b3 * scale
+
+
+@njit(**NOALIAS)
+def gradient_step_narrow(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
+                         decay, apply):
+    """BP3/BP4 and the SGD step, as :func:`fastbp.kernels.blocked.gradient_step_ser`,
+    for n_{l-1} <= :data:`WIDTH`.
+
+    Four rows j of ∂C/∂W at a time are summed in registers over all m examples (one
+    input row loaded per example, four multiply-adds with δ_sj broadcast), then scaled
+    and stored: ∂C/∂w_jk = scale Σ_s δ_sj a_sk, or for a plain SGD step (no momentum,
+    no decay) w_jk += (-η scale) Σ_s δ_sj a_sk straight into W. Each block of rows takes
+    its step (momentum, decay; the biases' step) right after, as the blocked kernel does.
+    """
+    n_out, n_in = W.shape
+    zero = W.dtype.type(0)
+    mode = _mode(apply, momentum, decay, zero)
+    direct = mode == DIRECT
+    coef = -(lr * scale) if direct else scale
+    C = W if direct else gW
+    acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
+    row = scratch(WIDTH, zero)
+    tail = mat(scratch(WIDTH, zero), 0, 1, WIDTH)
+    for j0 in range(0, n_out, 4):
+        if n_in <= 16:
+            _gradient_rows(D, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc, row,
+                           j0, 16, zero)
+        else:
+            _gradient_rows(D, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc, row,
+                           j0, WIDTH, zero)
+        j_end = min(j0 + 4, n_out)
+        if mode == STEP:
+            sgd_range(flat(W), flat(VW), flat(gW), j0 * n_in, j_end * n_in, lr, momentum,
+                      decay)
+        if mode != GRADIENT:  # biases are not decayed
+            sgd_range(b, Vb, gb, j0, j_end, lr, momentum, zero)
