@@ -312,6 +312,33 @@ def test_backward(act, dtype, parallel, m, n_out, rng):
     assert_close(Dp, (d @ w) * sp, dtype, "BP2", magnitude=(np.abs(d) @ np.abs(w)) * np.abs(sp))
 
 
+def _check_step(d, a, after, before, momentum, decay, apply, dtype):
+    """A gradient step's results ``after`` = (W, b, gW, gb, VW, Vb) against the
+    reference's, from float64 copies ``before`` = (W, b, VW, Vb) of its parameters, δ
+    ``d`` and input rows ``a`` (learning rate 0.1)."""
+    W, b, gW, gb, VW, Vb = after
+    w, bb, vw, vb = before
+    m = d.shape[0]
+    ref_w, ref_b = d.T @ a / m, d.sum(axis=0) / m
+    if apply and momentum == 0 and decay == 0:
+        assert np.isnan(gW).all()
+    else:
+        assert_close(gW, ref_w, dtype, "BP4", magnitude=np.abs(d).T @ np.abs(a) / m)
+    assert_close(gb, ref_b, dtype, "BP3", magnitude=np.abs(d).sum(axis=0) / m)
+    if not apply:
+        assert np.array_equal(W, w.astype(dtype)) and np.array_equal(b, bb.astype(dtype))
+        return
+    g = ref_w + decay * w
+    if momentum:
+        vw, vb = momentum * vw - 0.1 * g, momentum * vb - 0.1 * ref_b
+        assert_close(VW, vw, dtype, "v_w", magnitude=np.abs(vw).max())
+        assert_close(W, w + vw, dtype, "w", magnitude=np.abs(w).max())
+        assert_close(b, bb + vb, dtype, "b", magnitude=np.abs(bb).max())
+    else:
+        assert_close(W, w - 0.1 * g, dtype, "w", magnitude=np.abs(w).max())
+        assert_close(b, bb - 0.1 * ref_b, dtype, "b", magnitude=np.abs(bb).max())
+
+
 @pytest.mark.parametrize("parallel", [True, False])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m", [5, 8, 1, 6, 2])
@@ -338,24 +365,7 @@ def test_gradient_step(momentum, decay, apply, m, n_out, dtype, parallel, rng):
     step(D, src, rows, m, real(1) / real(m), W, b, gW, gb, VW, Vb, real(0.1), real(momentum),
          real(decay), apply)
     d, a = D[:m].astype(float), src[rows].astype(float)
-    ref_w, ref_b = d.T @ a / m, d.sum(axis=0) / m
-    if apply and momentum == 0 and decay == 0:
-        assert np.isnan(gW).all()
-    else:
-        assert_close(gW, ref_w, dtype, "BP4", magnitude=np.abs(d).T @ np.abs(a) / m)
-    assert_close(gb, ref_b, dtype, "BP3", magnitude=np.abs(d).sum(axis=0) / m)
-    if not apply:
-        assert np.array_equal(W, w.astype(dtype)) and np.array_equal(b, bb.astype(dtype))
-        return
-    g = ref_w + decay * w
-    if momentum:
-        vw, vb = momentum * vw - 0.1 * g, momentum * vb - 0.1 * ref_b
-        assert_close(VW, vw, dtype, "v_w", magnitude=np.abs(vw).max())
-        assert_close(W, w + vw, dtype, "w", magnitude=np.abs(w).max())
-        assert_close(b, bb + vb, dtype, "b", magnitude=np.abs(bb).max())
-    else:
-        assert_close(W, w - 0.1 * g, dtype, "w", magnitude=np.abs(w).max())
-        assert_close(b, bb - 0.1 * ref_b, dtype, "b", magnitude=np.abs(bb).max())
+    _check_step(d, a, (W, b, gW, gb, VW, Vb), (w, bb, vw, vb), momentum, decay, apply, dtype)
 
 
 def _guarded(values):
@@ -425,24 +435,7 @@ def test_gradient_step_narrow(momentum, decay, apply, m, n_out, n_in, dtype, rng
     K.gradient_step_narrow(D, src, rows, m, real(1) / real(m), W, b, gW, gb, VW, Vb,
                            real(0.1), real(momentum), real(decay), apply)
     d, a = np.asarray(D, float), np.asarray(src, float)[rows]
-    ref_w, ref_b = d.T @ a / m, d.sum(axis=0) / m
-    if apply and momentum == 0 and decay == 0:
-        assert np.isnan(gW).all()
-    else:
-        assert_close(gW, ref_w, dtype, "BP4", magnitude=np.abs(d).T @ np.abs(a) / m)
-    assert_close(gb, ref_b, dtype, "BP3", magnitude=np.abs(d).sum(axis=0) / m)
-    if not apply:
-        assert np.array_equal(W, w.astype(dtype)) and np.array_equal(b, bb.astype(dtype))
-        return
-    g = ref_w + decay * w
-    if momentum:
-        vw, vb = momentum * vw - 0.1 * g, momentum * vb - 0.1 * ref_b
-        assert_close(VW, vw, dtype, "v_w", magnitude=np.abs(vw).max())
-        assert_close(W, w + vw, dtype, "w", magnitude=np.abs(w).max())
-        assert_close(b, bb + vb, dtype, "b", magnitude=np.abs(bb).max())
-    else:
-        assert_close(W, w - 0.1 * g, dtype, "w", magnitude=np.abs(w).max())
-        assert_close(b, bb - 0.1 * ref_b, dtype, "b", magnitude=np.abs(bb).max())
+    _check_step(d, a, (W, b, gW, gb, VW, Vb), (w, bb, vw, vb), momentum, decay, apply, dtype)
 
 
 def test_narrow_kernels_are_chosen_by_shape():

@@ -90,63 +90,60 @@ def _vector_name(vty):
     return f"v{vty.count}f{_bits(vty.element)}"
 
 
-@intrinsic
-def load_prefix(typingctx, dst, dst_off, src, src_off, n, width):
-    """``dst[dst_off:dst_off + width] = src[src_off:src_off + n]`` followed by zeros,
-    reading no element of ``src`` past the n-th (0 <= n <= width)."""
-    w = _width(width, "load_prefix")
+def _prefix_copy(name, dst, src, width, emit):
+    """Typing and code generation shared by the masked row copies: ``emit(builder, to,
+    frm, mask, vty, align)`` moves the row between the two w-lane pointers."""
+    w = _width(width, name)
     if w is None:
         return None
-    _contiguous_1d(dst, "load_prefix")
-    _contiguous_1d(src, "load_prefix")
+    _contiguous_1d(dst, name)
+    _contiguous_1d(src, name)
     if dst.dtype != src.dtype:
-        raise TypingError("load_prefix: dst and src must have one dtype")
+        raise TypingError(f"{name}: dst and src must have one dtype")
 
     def codegen(context, builder, sig, args):
         ety = context.get_data_type(sig.args[0].dtype)
         vty = ir.VectorType(ety, w)
-        to = builder.bitcast(_row_ptr(context, builder, sig.args[0], args[0], args[1],
-                                      sig.args[1]), vty.as_pointer())
-        frm = builder.bitcast(_row_ptr(context, builder, sig.args[2], args[2], args[3],
-                                       sig.args[3]), vty.as_pointer())
+        to, frm = (builder.bitcast(_row_ptr(context, builder, sig.args[i], args[i],
+                                            args[i + 1], sig.args[i + 1]), vty.as_pointer())
+                   for i in (0, 2))
         mask = _mask(builder, context.cast(builder, args[4], sig.args[4], types.int64), w)
-        align = ir.IntType(32)(context.get_abi_sizeof(ety))
-        fnty = ir.FunctionType(vty, [frm.type, ir.IntType(32), mask.type, vty])
-        fn = cgutils.get_or_insert_function(builder.module, fnty,
-                                            f"llvm.masked.load.{_vector_name(vty)}.p0")
-        vec = builder.call(fn, [frm, align, mask, ir.Constant(vty, [ir.Constant(ety, 0.0)] * w)])
-        builder.store(vec, to, align=context.get_abi_sizeof(ety))
+        emit(builder, to, frm, mask, vty, context.get_abi_sizeof(ety))
         return context.get_dummy_value()
 
-    return types.none(dst, dst_off, src, src_off, n, width), codegen
+    return codegen
+
+
+def _masked_call(builder, op, ret, args):
+    vty = args[0].type if op == "store" else ret
+    fnty = ir.FunctionType(ret, [a.type for a in args])
+    fn = cgutils.get_or_insert_function(builder.module, fnty,
+                                        f"llvm.masked.{op}.{_vector_name(vty)}.p0")
+    return builder.call(fn, args)
+
+
+def _load_row(builder, to, frm, mask, vty, align):
+    zeros = ir.Constant(vty, [ir.Constant(vty.element, 0.0)] * vty.count)
+    vec = _masked_call(builder, "load", vty, [frm, ir.IntType(32)(align), mask, zeros])
+    builder.store(vec, to, align=align)
+
+
+def _store_row(builder, to, frm, mask, vty, align):
+    vec = builder.load(frm, align=align)
+    _masked_call(builder, "store", ir.VoidType(), [vec, to, ir.IntType(32)(align), mask])
+
+
+@intrinsic
+def load_prefix(typingctx, dst, dst_off, src, src_off, n, width):
+    """``dst[dst_off:dst_off + width] = src[src_off:src_off + n]`` followed by zeros,
+    reading no element of ``src`` past the n-th (0 <= n <= width)."""
+    codegen = _prefix_copy("load_prefix", dst, src, width, _load_row)
+    return codegen and (types.none(dst, dst_off, src, src_off, n, width), codegen)
 
 
 @intrinsic
 def store_prefix(typingctx, dst, dst_off, src, src_off, n, width):
     """``dst[dst_off:dst_off + n] = src[src_off:src_off + n]`` with one masked store of
     ``width`` lanes, writing no element of ``dst`` past the n-th (0 <= n <= width)."""
-    w = _width(width, "store_prefix")
-    if w is None:
-        return None
-    _contiguous_1d(dst, "store_prefix")
-    _contiguous_1d(src, "store_prefix")
-    if dst.dtype != src.dtype:
-        raise TypingError("store_prefix: dst and src must have one dtype")
-
-    def codegen(context, builder, sig, args):
-        ety = context.get_data_type(sig.args[0].dtype)
-        vty = ir.VectorType(ety, w)
-        to = builder.bitcast(_row_ptr(context, builder, sig.args[0], args[0], args[1],
-                                      sig.args[1]), vty.as_pointer())
-        frm = builder.bitcast(_row_ptr(context, builder, sig.args[2], args[2], args[3],
-                                       sig.args[3]), vty.as_pointer())
-        vec = builder.load(frm, align=context.get_abi_sizeof(ety))
-        mask = _mask(builder, context.cast(builder, args[4], sig.args[4], types.int64), w)
-        align = ir.IntType(32)(context.get_abi_sizeof(ety))
-        fnty = ir.FunctionType(ir.VoidType(), [vty, to.type, ir.IntType(32), mask.type])
-        fn = cgutils.get_or_insert_function(builder.module, fnty,
-                                            f"llvm.masked.store.{_vector_name(vty)}.p0")
-        builder.call(fn, [vec, to, align, mask])
-        return context.get_dummy_value()
-
-    return types.none(dst, dst_off, src, src_off, n, width), codegen
+    codegen = _prefix_copy("store_prefix", dst, src, width, _store_row)
+    return codegen and (types.none(dst, dst_off, src, src_off, n, width), codegen)
