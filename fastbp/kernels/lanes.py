@@ -70,16 +70,12 @@ def _row_ptr(context, builder, aty, a, off, offty):
 
 
 def _mask(builder, n, width):
-    """<width x i1>: lane i set when i < n (0 <= n <= width)."""
-    itype = ir.IntType(width)
-    n = builder.trunc(n, ir.IntType(32)) if n.type.width > 32 else n
-    ones = ir.Constant(ir.IntType(64), -1)
-    bits = builder.lshr(ones, builder.sub(ir.Constant(ir.IntType(64), 64),
-                                          builder.zext(n, ir.IntType(64))))
-    # n == 0: lshr by 64 is poison; select 0 instead
-    bits = builder.select(builder.icmp_unsigned("==", n, n.type(0)),
-                          ir.Constant(ir.IntType(64), 0), bits)
-    return builder.bitcast(builder.trunc(bits, itype), ir.VectorType(ir.IntType(1), width))
+    """<width x i1>: lane i set when i < n (n an i64, 0 <= n <= width)."""
+    i64 = ir.IntType(64)
+    bits = builder.lshr(i64(-1), builder.sub(i64(64), n))
+    bits = builder.select(builder.icmp_unsigned("==", n, i64(0)), i64(0), bits)  # lshr 64: poison
+    return builder.bitcast(builder.trunc(bits, ir.IntType(width)),
+                           ir.VectorType(ir.IntType(1), width))
 
 
 def _bits(ety):
