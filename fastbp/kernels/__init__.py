@@ -19,7 +19,7 @@ from .._config import kernel_cache, lock_cache_writes
 
 # Numba fixes a kernel's cache location when it is decorated.
 with kernel_cache():
-    from . import blocked, flat, lanes, layers, narrow, tiny
+    from . import blocked, flat, layers, narrow, tiny
     from .blocked import (
         backward_par,
         backward_ser,

@@ -73,7 +73,8 @@ def _mask(builder, n, width):
     """<width x i1>: lane i set when i < n (n an i64, 0 <= n <= width)."""
     i64 = ir.IntType(64)
     bits = builder.lshr(i64(-1), builder.sub(i64(64), n))
-    bits = builder.select(builder.icmp_unsigned("==", n, i64(0)), i64(0), bits)  # lshr 64: poison
+    # a shift by 64 is poison: n == 0 selects no lanes instead
+    bits = builder.select(builder.icmp_unsigned("==", n, i64(0)), i64(0), bits)
     return builder.bitcast(builder.trunc(bits, ir.IntType(width)),
                            ir.VectorType(ir.IntType(1), width))
 
