@@ -80,8 +80,12 @@ def _backward_rows(D, W, tail, act_prev, m, Z_prev, A_prev, D_prev, acc, w, zero
         for j in range(inside, n_out):
             load_prefix(flat(tail), 0, w_flat, j * n_in, n_in, w)
             _add_row(acc, tail, 0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
-        for r in range(4):
-            store_prefix(d_flat, min(s0 + r, m - 1) * n_in, sums, r * stride, n_in, w)
+        # four stores written out, not a loop: a row of the sums picked by a run-time
+        # index keeps them out of registers (as a loop: gradient step 0.61-0.76x)
+        store_prefix(d_flat, s0 * n_in, sums, 0, n_in, w)
+        store_prefix(d_flat, s1 * n_in, sums, stride, n_in, w)
+        store_prefix(d_flat, s2 * n_in, sums, 2 * stride, n_in, w)
+        store_prefix(d_flat, s3 * n_in, sums, 3 * stride, n_in, w)
         derivative_scale(act_prev, d_flat, z_flat, a_flat, s0 * n_in, (s3 + 1) * n_in)
 
 
@@ -145,10 +149,18 @@ def _gradient_rows(D, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, row, 
         else:
             load_prefix(flat(tail), 0, a_flat, r * n_in, n_in, w)
             _add_row(acc, tail, 0, d0, d1, d2, d3, w)
-    bias = (b0, b1, b2, b3)
-    for r in range(min(4, n_out - j0)):
-        _store_row(C, j0 + r, add, coef, acc, r, row, w)
-        gb[j0 + r] = bias[r] * scale
+    # rows of the sums by constant index only (see _backward_rows)
+    _store_row(C, j0, add, coef, acc, 0, row, w)
+    gb[j0] = b0 * scale
+    if j0 + 1 < n_out:
+        _store_row(C, j1, add, coef, acc, 1, row, w)
+        gb[j1] = b1 * scale
+    if j0 + 2 < n_out:
+        _store_row(C, j2, add, coef, acc, 2, row, w)
+        gb[j2] = b2 * scale
+    if j0 + 3 < n_out:
+        _store_row(C, j3, add, coef, acc, 3, row, w)
+        gb[j3] = b3 * scale
 
 
 @njit(**NOALIAS)
