@@ -162,7 +162,7 @@ def layer_cases(w, dtype, rng, from_python=False):
         else:
             A_prev, rows = block(abuf, l - 1, n_in), ident
             Z_prev, D_prev = block(zbuf, l - 1, n_in), block(dbuf, l - 1, n_in)
-        fwd = kernels.forward_par if par[l, 0] else kernels.forward_ser
+        fwd = (kernels.forward_ser, kernels.forward_par, kernels.forward_narrow)[par[l, 0]]
         bwd = (kernels.backward_ser, kernels.backward_par, kernels.backward_narrow)[par[l, 1]]
         grd = (kernels.gradient_step_ser, kernels.gradient_step_par,
                kernels.gradient_step_narrow)[par[l, 2]]

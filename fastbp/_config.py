@@ -128,6 +128,17 @@ ACTIVATE_PAR_MIN = 8192
 #: at m = 5-100, float32 and float64.
 NARROW_MAX_WIDTH = 32
 
+#: Smallest minibatch whose serial forward pass runs the narrow kernel
+#: (:func:`fastbp.kernels.narrow.forward_narrow`), for layers of 9 to 16 neurons
+#: (``NARROW_FORWARD_OUTPUTS``) over inputs up to ``NARROW_MAX_WIDTH`` wide: each call
+#: first copies W^T to the stack, which smaller minibatches do not repay. Kernel A/B
+#: against the blocked kernel, 2 cores, sigmoid, m >= 8: float32 1.4-2.4x, float64
+#: 1.05-1.5x (16->16, 16->10, 30->10); at m = 1-4 0.6-1.2x; 8 outputs or fewer (half
+#: the 16 lanes idle) down to 0.71x, 32-lane rows 0.6-1.1x below m = 32.
+NARROW_FORWARD_MIN_BATCH = 8
+#: Layer widths (n_l) the narrow forward pass is chosen for (see above).
+NARROW_FORWARD_OUTPUTS = range(9, 17)
+
 #: Largest input row in bytes (n_{l-1} × itemsize) whose serial gradient step runs the
 #: narrow-input kernel (:func:`fastbp.kernels.narrow.gradient_step_narrow`): two 64-byte
 #: vectors of sums per row. Kernel A/B: float32 up to 32 wide 1.35-1.9x, float64 up to

@@ -14,6 +14,8 @@ from . import _validation as v
 from . import kernels
 from ._config import (
     FUSE_MAX_BYTES,
+    NARROW_FORWARD_MIN_BATCH,
+    NARROW_FORWARD_OUTPUTS,
     NARROW_MAX_BYTES,
     NARROW_MAX_WIDTH,
     PARALLEL_MIN_WORK,
@@ -278,16 +280,22 @@ class Network:
         A layer's kernel runs in parallel when its work (batch × n_out × n_in
         multiply-adds) repays a parallel region and its parallel loop has more than one
         block; a serial BP2 or gradient step over a narrow input (``NARROW_MAX_WIDTH``,
-        ``NARROW_MAX_BYTES``) runs the narrow-input kernel. The choices depend on shapes
-        alone, never on the thread count. Column 3 of the first layer's flags: whether its step feeds the next minibatch forward in the
-        same region (``FUSE_MAX_BYTES``).
+        ``NARROW_MAX_BYTES``), or a serial forward pass of a narrow layer over a narrow
+        input (``NARROW_FORWARD_OUTPUTS``, ``NARROW_FORWARD_MIN_BATCH``), runs the
+        narrow kernel. The choices depend on shapes alone, never on the thread count.
+        Column 3 of the first layer's flags: whether its step feeds the next minibatch
+        forward in the same region (``FUSE_MAX_BYTES``).
         """
         sizes = np.asarray(self.sizes, dtype=np.int64)
         par = np.zeros((len(self.sizes) - 1, 4), dtype=np.int64)
         itemsize = self._theta.itemsize
         for l, (n_in, n_out) in enumerate(zip(self.sizes, self.sizes[1:])):
             big = batch * n_out * n_in >= PARALLEL_MIN_WORK
-            par[l, 0] = big and n_out > 4
+            par[l, 0] = (codes.PARALLEL if big and n_out > 4 else
+                         codes.NARROW if (n_in <= NARROW_MAX_WIDTH
+                                          and n_out in NARROW_FORWARD_OUTPUTS
+                                          and batch >= NARROW_FORWARD_MIN_BATCH) else
+                         codes.BLOCKED)
             par[l, 1] = (codes.PARALLEL if big and batch > 4 else
                          codes.NARROW if n_in <= NARROW_MAX_WIDTH else codes.BLOCKED)
             par[l, 2] = (codes.PARALLEL if big and n_out > 1 else

@@ -389,6 +389,37 @@ NARROW_WIDTHS = [1, 5, 15, 16, 17, 30, 32]
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "identity", "softmax"])
+@pytest.mark.parametrize("m", [1, 3, 4, 10])
+@pytest.mark.parametrize("n_out", [1, 2, 9, 15, 16])
+@pytest.mark.parametrize("n_in", NARROW_WIDTHS)
+def test_forward_narrow(act, dtype, m, n_out, n_in, rng):
+    """The narrow forward pass (W^T copied to 16-lane rows on the stack, input rows read
+    through ``rows``) against the reference, every array ending at an inaccessible page
+    and the workspaces' rows past m untouched."""
+    if act == "softmax" and n_out < 2:
+        pytest.skip("softmax needs two outputs")
+    src = _guarded(rng.normal(0, 1, (m + 3, n_in)).astype(dtype))
+    rows = rng.permutation(m + 3)[:m].astype(np.int64)
+    rows[rng.integers(m)] = m + 2  # the source's last row is always read
+    rows = _guarded(rows)
+    W = _guarded(rng.normal(0, 1, (n_out, n_in)).astype(dtype))
+    b = _guarded(rng.normal(0, 1, n_out).astype(dtype))
+    Z = _guarded(np.full((m + 1, n_out), np.nan, dtype))
+    A = _guarded(np.full((m + 1, n_out), np.nan, dtype))
+    K.forward_narrow(src, rows, W, b, K.ACTIVATION_CODES[act], m, Z, A)
+    a, w = np.asarray(src, float)[rows], np.asarray(W, float)
+    z_ref = a @ w.T + np.asarray(b, float)
+    scale = np.abs(a) @ np.abs(w).T + np.abs(b)  # what z's round-off is proportional to
+    assert_close(Z[:m], z_ref, dtype, "z", magnitude=scale)
+    # identity and tanh carry z's error through at slope up to 1
+    assert_close(A[:m], R.ACTIVATIONS[act](z_ref), dtype, "a",
+                 magnitude=scale if act in ("identity", "tanh") else None)
+    assert np.isnan(Z[m:]).all() and np.isnan(A[m:]).all()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["sigmoid", "relu", "identity"])
 @pytest.mark.parametrize("m", [1, 3, 4, 10])
 @pytest.mark.parametrize("n_out", [1, 6, 16])
@@ -439,8 +470,9 @@ def test_gradient_step_narrow(momentum, decay, apply, m, n_out, n_in, dtype, rng
 
 
 def test_narrow_kernels_are_chosen_by_shape():
-    """Serial BP2 of inputs up to 32 wide, and serial gradient steps of input rows up
-    to 128 bytes, run the narrow kernels; the thread count plays no part."""
+    """Serial BP2 of inputs up to 32 wide, serial gradient steps of input rows up to
+    128 bytes, and serial forward passes of 9 to 16 neurons over inputs up to 32 wide in
+    minibatches of 8 or more, run the narrow kernels; the thread count plays no part."""
     from fastbp.kernels import codes
 
     for dtype, grad in (("float32", codes.NARROW), ("float64", codes.BLOCKED)):
@@ -449,8 +481,14 @@ def test_narrow_kernels_are_chosen_by_shape():
         assert par[0, 2] == codes.PARALLEL
     par = fastbp.Network([784, 16, 16, 10], dtype="float64")._kernel_args(100)[1]
     assert (par[1:, 1:3] == codes.NARROW).all()
+    assert (par[1:, 0] == codes.NARROW).all()  # 16 -> 16 and 16 -> 10, batches of 100
     par = fastbp.Network([50, 40, 3], dtype="float32")._kernel_args(10)[1]
     assert par[1, 1] == codes.BLOCKED and par[1, 2] == codes.BLOCKED
+    assert par[1, 0] == codes.BLOCKED  # 3 outputs
+    for batch, n_out, forward in ((7, 12, codes.BLOCKED), (8, 12, codes.NARROW),
+                                  (8, 8, codes.BLOCKED), (8, 17, codes.BLOCKED)):
+        par = fastbp.Network([3, 20, n_out], dtype="float64")._kernel_args(batch)[1]
+        assert par[1, 0] == forward
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -30,7 +30,7 @@ with kernel_cache():
         output_delta_cost,
         step_forward_par,
     )
-    from .narrow import backward_narrow, gradient_step_narrow
+    from .narrow import backward_narrow, forward_narrow, gradient_step_narrow
     from .codes import (
         ACTIVATION_CODES,
         COST_CODES,
@@ -62,6 +62,7 @@ __all__ = [
     "backward_par",
     "backward_ser",
     "flat",
+    "forward_narrow",
     "forward_par",
     "forward_ser",
     "gradient_step_narrow",

@@ -8,9 +8,9 @@ layer l taking a block of ``batch * n_l`` entries. The drivers slice C-contiguou
 views out of these buffers, so the number of layers is a run-time value: a network of any
 depth uses the same compiled code.
 
-``par[l]`` holds, for layer l, whether its forward kernel runs in parallel (column 0),
-which kernel runs its backward (BP2) and its gradient step (columns 1, 2: ``BLOCKED``,
-``PARALLEL`` or ``NARROW`` of :mod:`fastbp.kernels.codes`), and ``par[0, 3]`` whether
+``par[l]`` holds, for layer l, which kernel runs its forward pass, its backward (BP2)
+and its gradient step (columns 0, 1, 2: ``BLOCKED``, ``PARALLEL`` or ``NARROW`` of
+:mod:`fastbp.kernels.codes`), and ``par[0, 3]`` whether
 the first layer's SGD step feeds the next minibatch forward in the same parallel region:
 chosen from the shapes by the caller. The drivers never allocate: they are compiled
 without reference counting (``fastbp._config.NO_REFCOUNT``), so the views they slice cost
@@ -31,7 +31,7 @@ from .blocked import (
     step_forward_par,
 )
 from .codes import NARROW, PARALLEL
-from .narrow import backward_narrow, gradient_step_narrow
+from .narrow import backward_narrow, forward_narrow, gradient_step_narrow
 from .views import mat
 
 
@@ -69,8 +69,10 @@ def forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, a
         A = mat(abuf, ao, batch, n_out)
         act = output if l == L - 1 else hidden
         A_prev, r = _layer_input(X, rows, abuf, ident, ao, batch, n_in, l)
-        if par[l, 0]:
+        if par[l, 0] == PARALLEL:
             forward_par(A_prev, r, W, b, act, m, Z, A)
+        elif par[l, 0] == NARROW:
+            forward_narrow(A_prev, r, W, b, act, m, Z, A)
         else:
             forward_ser(A_prev, r, W, b, act, m, Z, A)
 

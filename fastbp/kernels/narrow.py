@@ -1,36 +1,48 @@
-"""BP2 and BP3/BP4 for layers whose input is narrow (n_{l-1} <= 32), serially.
+"""The forward pass, BP2 and BP3/BP4 for narrow layers (rows of at most 32), serially.
 
-Both sums end in rows as wide as the layer's input, k = 0 .. n_{l-1} - 1:
+Each of the three sums ends in short rows:
 
-- BP2: the row of δ^{l-1} of example s, Σ_j δ^l_sj w^l_j·  (a sum over the layer's j);
-- BP3: the row j of ∂C/∂W, Σ_s δ^l_sj a^{l-1}_s·  (a sum over the minibatch's s).
+- forward (n_l <= 16, n_{l-1} <= 32): the row of z^l of example s,
+  b^l + Σ_k a^{l-1}_sk w^l_·k (a sum over the layer's inputs k of the columns of W,
+  first copied to the stack as the rows of W^T);
+- BP2 (n_{l-1} <= 32): the row of δ^{l-1} of example s, Σ_j δ^l_sj w^l_j·  (a sum over
+  the layer's j);
+- BP3 (n_{l-1} <= 32): the row j of ∂C/∂W, Σ_s δ^l_sj a^{l-1}_s·  (a sum over the
+  minibatch's s).
 
 On a 16- or 30-wide row the register-blocked kernels of :mod:`fastbp.kernels.blocked`
-spend more on setting up each short run-time-length loop than on its arithmetic, and
-carry their partial sums through memory from one block to the next. Here four such rows
-are summed in registers over the whole sum: each term loads one row of W (or of the
-layer's input) as one or two vectors of a compile-time width (16 or 32 elements) and
-adds it, times four broadcast coefficients, to the four rows of sums, the form of
-OpenBLAS's microkernels. A row read past its n_{l-1}-th element runs into the next rows of
-the same array (those lanes are summed but never stored); the last rows, where such a
-read would leave the array, are first copied into a zero-padded row on the stack with
-a masked load. The sums are stored
-with masked stores of exactly n_{l-1} elements (:mod:`fastbp.kernels.lanes`).
+spend more on setting up each short run-time-length loop (or, in the forward pass, on
+adding up the lanes of each dot product) than on the arithmetic, and carry their
+partial sums through memory from one block to the next. Here four such rows are summed
+in registers over the whole sum: each term loads one row of W, W^T or the layer's input
+as one or two vectors of a compile-time width (16 or 32 elements) and adds it, times
+four broadcast coefficients, to the four rows of sums, the form of OpenBLAS's
+microkernels. A row of W or of the input read past its n_{l-1}-th element runs into the
+next rows of the same array (those lanes are summed but never stored); the last rows,
+where such a read would leave the array, are first copied into a zero-padded row on the
+stack with a masked load. The sums are stored with masked stores of exactly the row's
+elements (:mod:`fastbp.kernels.lanes`).
 
-Each element's sum runs in ascending order of j (BP2) or s (BP3), whatever the thread
-count: the kernels are serial, chosen by the layer's shape alone.
+Each element's sum runs in ascending order of k (forward, from b^l_j), j (BP2) or s
+(BP3), whatever the thread count: the kernels are serial, chosen by the layer's shape
+alone.
 """
 
 from numba import njit
 
 from .._config import NOALIAS, SERIAL
-from .blocked import DIRECT, GRADIENT, STEP, _mode
+from .blocked import DIRECT, GRADIENT, STEP, _activate_rows, _mode
 from .lanes import WIDTH, load_prefix, scratch, store_prefix
 from .layers import derivative_scale, sgd_range
 from .views import flat, mat
 
 #: Elements of the four rows of sums (a compile-time size: ``scratch`` needs a literal).
 SUMS = 4 * WIDTH
+#: Widest layer (n_l) the narrow forward pass takes: its rows of W^T are 16 lanes (a
+#: 32-lane W^T took longer to copy than it saved below minibatches of 16-32).
+FORWARD_WIDTH = 16
+#: Elements of W^T on the stack in the forward pass: n_{l-1} <= WIDTH rows of 16.
+PACKED = WIDTH * FORWARD_WIDTH
 
 
 @njit(inline="always", **SERIAL)
@@ -105,6 +117,61 @@ def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
         _backward_rows(D, W, tail, act_prev, m, Z_prev, A_prev, D_prev, acc, 16, zero)
     else:
         _backward_rows(D, W, tail, act_prev, m, Z_prev, A_prev, D_prev, acc, WIDTH, zero)
+
+
+@njit(inline="always", **SERIAL)
+def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w, zero):
+    """Z's first m rows: b + Σ_k a_{rows[s],k} W^T[k], four examples at a time."""
+    n_out, n_in = W.shape
+    # W^T, by input k: WT[k, :w] = w_·k, then zeros
+    for k in range(n_in):
+        for c in range(w):
+            WT[k, c] = W[c, k] if c < n_out else zero
+    load_prefix(brow, 0, b, 0, n_out, w)
+    z_flat = flat(Z)
+    sums = flat(acc)
+    stride = acc.shape[1]
+    for s0 in range(0, m, 4):
+        s1 = min(s0 + 1, m - 1)  # as in _backward_rows
+        s2 = min(s0 + 2, m - 1)
+        s3 = min(s0 + 3, m - 1)
+        q0 = rows[s0]
+        q1 = rows[s1]
+        q2 = rows[s2]
+        q3 = rows[s3]
+        # the sums start from b (adding it after them took a scalar pass over the rows)
+        for c in range(w):
+            acc[0, c] = brow[c]
+            acc[1, c] = brow[c]
+            acc[2, c] = brow[c]
+            acc[3, c] = brow[c]
+        for k in range(n_in):
+            _add_row(acc, WT, k, A_prev[q0, k], A_prev[q1, k], A_prev[q2, k],
+                     A_prev[q3, k], w)
+        store_prefix(z_flat, s0 * n_out, sums, 0, n_out, w)
+        store_prefix(z_flat, s1 * n_out, sums, stride, n_out, w)
+        store_prefix(z_flat, s2 * n_out, sums, 2 * stride, n_out, w)
+        store_prefix(z_flat, s3 * n_out, sums, 3 * stride, n_out, w)
+
+
+@njit(**NOALIAS)
+def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
+    """z^l_sj = b^l_j + Σ_k w^l_jk a^{l-1}_{rows[s],k} and a^l = σ(z^l), for
+    n_l <= :data:`FORWARD_WIDTH` and n_{l-1} <= :data:`WIDTH`.
+
+    W^T is first copied to the stack (row k: the weights of input k, zero-padded to 16
+    lanes). Four examples at a time: their four rows of z are summed in registers over
+    all k (one row of W^T loaded per k, four multiply-adds with a_sk broadcast), then
+    stored; σ (or softmax) follows row by row. Same arguments as
+    :func:`fastbp.kernels.blocked.forward_ser`.
+    """
+    n_out, n_in = W.shape
+    zero = W.dtype.type(0)
+    acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
+    brow = scratch(WIDTH, zero)
+    WT = mat(scratch(PACKED, zero), 0, n_in, FORWARD_WIDTH)
+    _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, FORWARD_WIDTH, zero)
+    _activate_rows(act, m, Z, A, n_out)
 
 
 @njit(inline="always", **SERIAL)
