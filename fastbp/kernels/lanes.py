@@ -144,3 +144,46 @@ def store_prefix(typingctx, dst, dst_off, src, src_off, n, width):
     ``width`` lanes, writing no element of ``dst`` past the n-th (0 <= n <= width)."""
     codegen = _prefix_copy("store_prefix", dst, src, width, _store_row)
     return codegen and (types.none(dst, dst_off, src, src_off, n, width), codegen)
+
+
+@intrinsic
+def axpy_prefix(typingctx, dst, dst_off, src, src_off, n, coef, keep, width):
+    """``dst[dst_off:dst_off + n] = coef * src[src_off:src_off + n]``, plus the old values
+    of ``dst`` when ``keep``: one vector multiply-add of ``width`` lanes between a masked
+    load and a masked store, reading and writing no element past the n-th of either.
+
+    Written as a loop over the lanes, this scaling of a row of sums held in registers
+    was split by LLVM into one scalar multiply-add and a shuffle per lane."""
+    w = _width(width, "axpy_prefix")
+    if w is None:
+        return None
+    _contiguous_1d(dst, "axpy_prefix")
+    _contiguous_1d(src, "axpy_prefix")
+    if not (dst.dtype == src.dtype == coef):
+        raise TypingError("axpy_prefix: dst, src and coef must have one dtype")
+
+    def codegen(context, builder, sig, args):
+        ety = context.get_data_type(sig.args[0].dtype)
+        vty = ir.VectorType(ety, w)
+        align = ir.IntType(32)(context.get_abi_sizeof(ety))
+        to, frm = (builder.bitcast(_row_ptr(context, builder, sig.args[i], args[i],
+                                            args[i + 1], sig.args[i + 1]), vty.as_pointer())
+                   for i in (0, 2))
+        mask = _mask(builder, context.cast(builder, args[4], sig.args[4], types.int64), w)
+        keep = context.cast(builder, args[6], sig.args[6], types.boolean)
+        zeros = ir.Constant(vty, [ir.Constant(ety, 0.0)] * w)
+        none = ir.Constant(mask.type, [ir.Constant(ir.IntType(1), 0)] * w)
+        old = _masked_call(builder, "load", vty, [to, align, builder.select(keep, mask, none),
+                                                  zeros])
+        row = _masked_call(builder, "load", vty, [frm, align, mask, zeros])
+        splat = builder.insert_element(ir.Constant(vty, ir.Undefined), args[5],
+                                       ir.IntType(32)(0))
+        splat = builder.shuffle_vector(splat, ir.Constant(vty, ir.Undefined),
+                                       ir.Constant(ir.VectorType(ir.IntType(32), w), [0] * w))
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
+                                             f"llvm.fma.{_vector_name(vty)}")
+        _masked_call(builder, "store", ir.VoidType(),
+                     [builder.call(fma, [splat, row, old]), to, align, mask])
+        return context.get_dummy_value()
+
+    return types.none(dst, dst_off, src, src_off, n, coef, keep, width), codegen

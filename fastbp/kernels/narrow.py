@@ -32,7 +32,7 @@ from numba import njit
 
 from .._config import NOALIAS, SERIAL
 from .blocked import DIRECT, GRADIENT, STEP, _activate_rows, _mode
-from .lanes import WIDTH, load_prefix, scratch, store_prefix
+from .lanes import WIDTH, axpy_prefix, load_prefix, scratch, store_prefix
 from .layers import derivative_scale, sgd_range
 from .views import flat, mat
 
@@ -175,22 +175,14 @@ def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
 
 
 @njit(inline="always", **SERIAL)
-def _store_row(C, j, add, coef, acc, r, row, w):
+def _store_row(C, j, add, coef, acc, r, w):
     """C[j, :n] = coef acc[r, :n] (+ C[j, :n] when ``add``), n = C's width."""
     n_in = C.shape[1]
-    c_flat = flat(C)
-    if add:
-        load_prefix(row, 0, c_flat, j * n_in, n_in, w)
-        for c in range(w):
-            row[c] += coef * acc[r, c]
-    else:
-        for c in range(w):
-            row[c] = coef * acc[r, c]
-    store_prefix(c_flat, j * n_in, row, 0, n_in, w)
+    axpy_prefix(flat(C), j * n_in, flat(acc), r * acc.shape[1], n_in, coef, add, w)
 
 
 @njit(inline="always", **SERIAL)
-def _gradient_rows(D, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, row, j0, w, zero):
+def _gradient_rows(D, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, j0, w, zero):
     """Rows j0 .. j0 + 3 (those < n_out) of C: coef Σ_s δ_sj a_{rows[s]} (added to C
     when ``add``), and gb_j = scale Σ_s δ_sj."""
     n_out, n_in = C.shape
@@ -217,16 +209,16 @@ def _gradient_rows(D, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, row, 
             load_prefix(flat(tail), 0, a_flat, r * n_in, n_in, w)
             _add_row(acc, tail, 0, d0, d1, d2, d3, w)
     # rows of the sums by constant index only (see _backward_rows)
-    _store_row(C, j0, add, coef, acc, 0, row, w)
+    _store_row(C, j0, add, coef, acc, 0, w)
     gb[j0] = b0 * scale
     if j0 + 1 < n_out:
-        _store_row(C, j1, add, coef, acc, 1, row, w)
+        _store_row(C, j1, add, coef, acc, 1, w)
         gb[j1] = b1 * scale
     if j0 + 2 < n_out:
-        _store_row(C, j2, add, coef, acc, 2, row, w)
+        _store_row(C, j2, add, coef, acc, 2, w)
         gb[j2] = b2 * scale
     if j0 + 3 < n_out:
-        _store_row(C, j3, add, coef, acc, 3, row, w)
+        _store_row(C, j3, add, coef, acc, 3, w)
         gb[j3] = b3 * scale
 
 
@@ -249,14 +241,13 @@ def gradient_step_narrow(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, mo
     coef = -(lr * scale) if direct else scale
     C = W if direct else gW
     acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
-    row = scratch(WIDTH, zero)
     tail = mat(scratch(WIDTH, zero), 0, 1, WIDTH)
     for j0 in range(0, n_out, 4):
         if n_in <= 16:
-            _gradient_rows(D, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc, row,
+            _gradient_rows(D, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc,
                            j0, 16, zero)
         else:
-            _gradient_rows(D, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc, row,
+            _gradient_rows(D, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc,
                            j0, WIDTH, zero)
         j_end = min(j0 + 4, n_out)
         if mode == STEP:
