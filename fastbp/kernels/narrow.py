@@ -232,7 +232,8 @@ def gradient_step_narrow(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, mo
     input row loaded per example, four multiply-adds with δ_sj broadcast), then scaled
     and stored: ∂C/∂w_jk = scale Σ_s δ_sj a_sk, or for a plain SGD step (no momentum,
     no decay) w_jk += (-η scale) Σ_s δ_sj a_sk straight into W. Each block of rows takes
-    its step (momentum, decay; the biases' step) right after, as the blocked kernel does.
+    its step (momentum, decay) right after, as the blocked kernel does; the biases take
+    theirs at the end.
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
@@ -249,9 +250,8 @@ def gradient_step_narrow(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, mo
         else:
             _gradient_rows(D, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc,
                            j0, WIDTH, zero)
-        j_end = min(j0 + 4, n_out)
         if mode == STEP:
-            sgd_range(flat(W), flat(VW), flat(gW), j0 * n_in, j_end * n_in, lr, momentum,
-                      decay)
-        if mode != GRADIENT:  # biases are not decayed
-            sgd_range(b, Vb, gb, j0, j_end, lr, momentum, zero)
+            sgd_range(flat(W), flat(VW), flat(gW), j0 * n_in, min(j0 + 4, n_out) * n_in,
+                      lr, momentum, decay)
+    if mode != GRADIENT:  # biases are not decayed; all in one pass (a few elements)
+        sgd_range(b, Vb, gb, 0, n_out, lr, momentum, zero)
