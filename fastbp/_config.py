@@ -122,11 +122,20 @@ PARALLEL_MIN_WORK = 32768
 #: depend on it.
 ACTIVATE_PAR_MIN = 8192
 
-#: Widest input (n_{l-1}) whose serial BP2 runs the narrow-input kernel
-#: (:func:`fastbp.kernels.narrow.backward_narrow`; at most ``lanes.WIDTH``). Kernel
-#: A/B against the blocked kernel, 2 cores, sigmoid: 1.15-2.9x on 5- to 32-wide inputs
-#: at m = 5-100, float32 and float64.
+#: Widest input (n_{l-1}) whose serial BP2 and gradient step always run the narrow
+#: kernels (:func:`fastbp.kernels.narrow.backward_narrow`,
+#: :func:`~fastbp.kernels.narrow.gradient_step_narrow`; their blocks of sums are 128
+#: bytes of columns: 32 float32, 16 float64). Kernel A/B against the blocked kernels,
+#: 2 cores, m = 10-100: BP2 float32 1.35-2.5x, float64 1.2-2.0x; gradient step float32
+#: 1.5-2.3x, float64 1.4-2.0x (16- and 30-wide inputs).
 NARROW_MAX_WIDTH = 32
+
+#: Fewest neurons (n_l) from which a serial BP2 over a wider input also runs the narrow
+#: kernel: its sum over j is then long enough to repay each block's stores. Kernel A/B,
+#: 10 to 16 neurons over 40- to 100-wide inputs: float32 1.1-1.7x, float64 0.9-1.2x;
+#: 4 neurons over 200 inputs 0.67x (float32). Wider gradient steps stay blocked (100-wide
+#: rows 0.9-1.1x in float32, 0.8-1.1x in float64 for 40 to 200).
+NARROW_BACKWARD_MIN_OUTPUTS = 8
 
 #: Smallest minibatch whose serial forward pass runs the narrow kernel
 #: (:func:`fastbp.kernels.narrow.forward_narrow`), for layers of 9 to 16 neurons
@@ -138,13 +147,6 @@ NARROW_MAX_WIDTH = 32
 NARROW_FORWARD_MIN_BATCH = 8
 #: Layer widths (n_l) the narrow forward pass is chosen for (see above).
 NARROW_FORWARD_OUTPUTS = range(9, 17)
-
-#: Largest input row in bytes (n_{l-1} × itemsize) whose serial gradient step runs the
-#: narrow-input kernel (:func:`fastbp.kernels.narrow.gradient_step_narrow`): two 64-byte
-#: vectors of sums per row. Kernel A/B: float32 up to 32 wide 1.35-1.9x, float64 up to
-#: 16 wide 1.06-1.54x (m >= 10); float64 30-wide rows (four vectors a row) were
-#: 0.73-0.81x and stay with the blocked kernel.
-NARROW_MAX_BYTES = 128
 
 #: Bytes of a minibatch's input rows (batch × n_0 × itemsize) up to which the first
 #: layer's SGD step and its forward pass of the next minibatch share one parallel region

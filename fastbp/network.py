@@ -16,7 +16,7 @@ from ._config import (
     FUSE_MAX_BYTES,
     NARROW_FORWARD_MIN_BATCH,
     NARROW_FORWARD_OUTPUTS,
-    NARROW_MAX_BYTES,
+    NARROW_BACKWARD_MIN_OUTPUTS,
     NARROW_MAX_WIDTH,
     PARALLEL_MIN_WORK,
     TINY_MAX_WORK,
@@ -279,10 +279,11 @@ class Network:
 
         A layer's kernel runs in parallel when its work (batch × n_out × n_in
         multiply-adds) repays a parallel region and its parallel loop has more than one
-        block; a serial BP2 or gradient step over a narrow input (``NARROW_MAX_WIDTH``,
-        ``NARROW_MAX_BYTES``), or a serial forward pass of a narrow layer over a narrow
-        input (``NARROW_FORWARD_OUTPUTS``, ``NARROW_FORWARD_MIN_BATCH``), runs the
-        narrow kernel. The choices depend on shapes alone, never on the thread count.
+        block; a serial BP2 or gradient step over a narrow input (``NARROW_MAX_WIDTH``),
+        a serial BP2 of a layer of several neurons (``NARROW_BACKWARD_MIN_OUTPUTS``), or
+        a serial forward pass of a narrow layer over a narrow input
+        (``NARROW_FORWARD_OUTPUTS``, ``NARROW_FORWARD_MIN_BATCH``), runs the narrow
+        kernel. The choices depend on shapes alone, never on the thread count.
         Column 3 of the first layer's flags: whether its step feeds the next minibatch
         forward in the same region (``FUSE_MAX_BYTES``).
         """
@@ -297,9 +298,11 @@ class Network:
                                           and batch >= NARROW_FORWARD_MIN_BATCH) else
                          codes.BLOCKED)
             par[l, 1] = (codes.PARALLEL if big and batch > 4 else
-                         codes.NARROW if n_in <= NARROW_MAX_WIDTH else codes.BLOCKED)
+                         codes.NARROW if (n_in <= NARROW_MAX_WIDTH
+                                          or n_out >= NARROW_BACKWARD_MIN_OUTPUTS) else
+                         codes.BLOCKED)
             par[l, 2] = (codes.PARALLEL if big and n_out > 1 else
-                         codes.NARROW if n_in * itemsize <= NARROW_MAX_BYTES else
+                         codes.NARROW if n_in <= NARROW_MAX_WIDTH else
                          codes.BLOCKED)
         par[0, 3] = (par[0, 2] == codes.PARALLEL
                      and batch * self.sizes[0] * itemsize <= FUSE_MAX_BYTES)

@@ -385,18 +385,21 @@ def _guarded(values):
 
 
 NARROW_WIDTHS = [1, 5, 15, 16, 17, 30, 32]
+#: Inputs of the narrow BP2 and gradient step, which take wider rows 32 columns at a time.
+NARROW_INPUTS = NARROW_WIDTHS + [33, 64, 100]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["sigmoid", "tanh", "identity", "softmax"])
 @pytest.mark.parametrize("m", [1, 3, 4, 10])
-@pytest.mark.parametrize("n_out", [1, 2, 9, 15, 16])
-@pytest.mark.parametrize("n_in", NARROW_WIDTHS)
+@pytest.mark.parametrize("n_out", [1, 2, 9, 15, 16, 17])
+@pytest.mark.parametrize("n_in", NARROW_WIDTHS + [33])
 def test_forward_narrow(act, dtype, m, n_out, n_in, rng):
     """The narrow forward pass (W^T copied to 16-lane rows on the stack, input rows read
-    through ``rows``) against the reference, every array ending at an inaccessible page
-    and the workspaces' rows past m untouched."""
+    through ``rows``; wider layers handed to the blocked kernel) against the reference,
+    every array ending at an inaccessible page and the workspaces' rows past m
+    untouched."""
     if act == "softmax" and n_out < 2:
         pytest.skip("softmax needs two outputs")
     src = _guarded(rng.normal(0, 1, (m + 3, n_in)).astype(dtype))
@@ -423,7 +426,7 @@ def test_forward_narrow(act, dtype, m, n_out, n_in, rng):
 @pytest.mark.parametrize("act", ["sigmoid", "relu", "identity"])
 @pytest.mark.parametrize("m", [1, 3, 4, 10])
 @pytest.mark.parametrize("n_out", [1, 6, 16])
-@pytest.mark.parametrize("n_in", NARROW_WIDTHS)
+@pytest.mark.parametrize("n_in", NARROW_INPUTS)
 def test_backward_narrow(act, dtype, m, n_out, n_in, rng):
     """BP2 over narrow inputs (rows of 16 or 32 lanes, the last row of W copied to the
     stack): the reference's values, and no element read or written past any array (each
@@ -448,7 +451,7 @@ def test_backward_narrow(act, dtype, m, n_out, n_in, rng):
     (0.0, 0.0, False), (0.0, 0.0, True), (0.5, 0.01, True),
 ])
 @pytest.mark.parametrize("n_out", [1, 6, 8])
-@pytest.mark.parametrize("n_in", NARROW_WIDTHS)
+@pytest.mark.parametrize("n_in", NARROW_INPUTS)
 def test_gradient_step_narrow(momentum, decay, apply, m, n_out, n_in, dtype, rng):
     """The narrow-input gradient step against the reference, its rows read through
     ``rows`` (the source's last row, copied to the stack, always among them) and every
@@ -470,15 +473,19 @@ def test_gradient_step_narrow(momentum, decay, apply, m, n_out, n_in, dtype, rng
 
 
 def test_narrow_kernels_are_chosen_by_shape():
-    """Serial BP2 of inputs up to 32 wide, serial gradient steps of input rows up to
-    128 bytes, and serial forward passes of 9 to 16 neurons over inputs up to 32 wide in
-    minibatches of 8 or more, run the narrow kernels; the thread count plays no part."""
+    """Serial BP2 and gradient steps of inputs up to 32 wide, serial BP2 of 8 neurons
+    or more over any input, and serial forward passes of 9 to 16 neurons over inputs up
+    to 32 wide in minibatches of 8 or more, run the narrow kernels; the thread count
+    plays no part."""
     from fastbp.kernels import codes
 
-    for dtype, grad in (("float32", codes.NARROW), ("float64", codes.BLOCKED)):
+    for dtype in DTYPES:
         par = fastbp.Network([784, 30, 10], dtype=dtype)._kernel_args(10)[1]
-        assert par[1, 1] == codes.NARROW and par[1, 2] == grad
+        assert par[1, 1] == codes.NARROW and par[1, 2] == codes.NARROW
         assert par[0, 2] == codes.PARALLEL
+        # wider inputs: BP2 of 8 neurons or more only
+        par = fastbp.Network([784, 100, 10], dtype=dtype)._kernel_args(10)[1]
+        assert par[1, 1] == codes.NARROW and par[1, 2] == codes.BLOCKED
     par = fastbp.Network([784, 16, 16, 10], dtype="float64")._kernel_args(100)[1]
     assert (par[1:, 1:3] == codes.NARROW).all()
     assert (par[1:, 0] == codes.NARROW).all()  # 16 -> 16 and 16 -> 10, batches of 100

@@ -1,13 +1,13 @@
-"""The forward pass, BP2 and BP3/BP4 for narrow layers (rows of at most 32), serially.
+"""The forward pass, BP2 and BP3/BP4 as sums of short rows held in registers, serially.
 
-Each of the three sums ends in short rows:
+Each of the three sums ends in rows, or blocks of rows, of a few vectors:
 
 - forward (n_l <= 16, n_{l-1} <= 32): the row of z^l of example s,
   b^l + Σ_k a^{l-1}_sk w^l_·k (a sum over the layer's inputs k of the columns of W,
   first copied to the stack as the rows of W^T);
-- BP2 (n_{l-1} <= 32): the row of δ^{l-1} of example s, Σ_j δ^l_sj w^l_j·  (a sum over
-  the layer's j);
-- BP3 (n_{l-1} <= 32): the row j of ∂C/∂W, Σ_s δ^l_sj a^{l-1}_s·  (a sum over the
+- BP2: a block of 128 bytes of columns (32 float32, 16 float64) of the row of δ^{l-1}
+  of example s, Σ_j δ^l_sj w^l_j·  (a sum over the layer's j);
+- BP3: such a block of the row j of ∂C/∂W, Σ_s δ^l_sj a^{l-1}_s·  (a sum over the
   minibatch's s).
 
 On a 16- or 30-wide row the register-blocked kernels of :mod:`fastbp.kernels.blocked`
@@ -17,11 +17,12 @@ partial sums through memory from one block to the next. Here four such rows are 
 in registers over the whole sum: each term loads one row of W, W^T or the layer's input
 as one or two vectors of a compile-time width (16 or 32 elements) and adds it, times
 four broadcast coefficients, to the four rows of sums, the form of OpenBLAS's
-microkernels. A row of W or of the input read past its n_{l-1}-th element runs into the
-next rows of the same array (those lanes are summed but never stored); the last rows,
-where such a read would leave the array, are first copied into a zero-padded row on the
-stack with a masked load. The sums are stored with masked stores of exactly the row's
-elements (:mod:`fastbp.kernels.lanes`).
+microkernels. A row of W or of the input read past its last element runs into the next
+rows of the same array (those lanes are summed but never stored); the last rows, where
+such a read would leave the array, are first copied into a zero-padded row on the stack
+with a masked load. The sums are stored with masked stores of exactly the row's elements
+(:mod:`fastbp.kernels.lanes`). Which layers run these kernels is decided by their shapes
+(``fastbp._config``: ``NARROW_*``).
 
 Each element's sum runs in ascending order of k (forward, from b^l_j), j (BP2) or s
 (BP3), whatever the thread count: the kernels are serial, chosen by the layer's shape
@@ -31,7 +32,7 @@ alone.
 from numba import njit
 
 from .._config import NOALIAS, SERIAL
-from .blocked import DIRECT, GRADIENT, STEP, _activate_rows, _mode
+from .blocked import DIRECT, GRADIENT, STEP, _activate_rows, _mode, forward_ser
 from .lanes import WIDTH, axpy_prefix, load_prefix, scratch, store_prefix
 from .layers import derivative_scale, sgd_range
 from .views import flat, mat
@@ -55,10 +56,13 @@ def _zero_rows(acc, w, zero):
 
 
 @njit(inline="always", **SERIAL)
-def _add_row(acc, Q, i, c0, c1, c2, c3, w):
-    """acc[r, :w] += c_r Q[i, :w] for the four rows r of the sums."""
+def _add_row(acc, q_flat, off, c0, c1, c2, c3, w):
+    """acc[r, :w] += c_r q_flat[off:off + w] for the four rows r of the sums."""
+    # through a view starting at off: indexed by off + c, each lane's index is checked
+    # for wraparound on its own and the row is gathered element by element
+    row = mat(q_flat, off, 1, w)
     for c in range(w):
-        q = Q[i, c]
+        q = row[0, c]
         acc[0, c] += c0 * q
         acc[1, c] += c1 * q
         acc[2, c] += c2 * q
@@ -66,57 +70,72 @@ def _add_row(acc, Q, i, c0, c1, c2, c3, w):
 
 
 @njit(inline="always", **SERIAL)
-def _rows_inside(n_rows, n_in, w):
+def _rows_inside(n_rows, n_in, k0, w):
     """How many of the first rows of an (n_rows, n_in) array can be read as w elements
-    without leaving the array (row i: i n_in + w <= n_rows n_in)."""
-    size = n_rows * n_in
+    from column k0 without leaving the array (row i: i n_in + k0 + w <= n_rows n_in)."""
+    size = n_rows * n_in - k0
     return (size - w) // n_in + 1 if size >= w else 0
 
 
 @njit(inline="always", **SERIAL)
-def _backward_rows(D, W, tail, act_prev, m, Z_prev, A_prev, D_prev, acc, w, zero):
+def _columns(a):
+    """Columns per block of the sums: 128 bytes (32 float32, 16 float64: four rows of
+    sums in 8 vector registers; float64 rows of 32 took 16 and ran 0.67-0.84x as fast)."""
+    return WIDTH if a.itemsize == 4 else 16
+
+
+@njit(inline="always", **SERIAL)
+def _backward_columns(D, W, tail, s0, s1, s2, s3, k0, D_prev, acc, w, zero):
+    """Columns k0 .. k0 + w - 1 (those < n_{l-1}) of the rows s0 .. s3 of δ^{l-1}
+    (before σ'), summed over all j in the four rows of ``acc``."""
     n_out, n_in = W.shape
-    inside = _rows_inside(n_out, n_in, w)
+    n = min(w, n_in - k0)
+    inside = _rows_inside(n_out, n_in, k0, w)
     w_flat = flat(W)
+    d_flat = flat(D_prev)
     sums = flat(acc)
     stride = acc.shape[1]
-    d_flat, z_flat, a_flat = flat(D_prev), flat(Z_prev), flat(A_prev)
-    for s0 in range(0, m, 4):
-        # the last block's missing examples repeat its last one (same sums, same stores)
-        s1 = min(s0 + 1, m - 1)
-        s2 = min(s0 + 2, m - 1)
-        s3 = min(s0 + 3, m - 1)
-        _zero_rows(acc, w, zero)
-        for j in range(inside):
-            _add_row(acc, W, j, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
-        for j in range(inside, n_out):
-            load_prefix(flat(tail), 0, w_flat, j * n_in, n_in, w)
-            _add_row(acc, tail, 0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
-        # four stores written out, not a loop: a row of the sums picked by a run-time
-        # index keeps them out of registers (as a loop: gradient step 0.61-0.76x)
-        store_prefix(d_flat, s0 * n_in, sums, 0, n_in, w)
-        store_prefix(d_flat, s1 * n_in, sums, stride, n_in, w)
-        store_prefix(d_flat, s2 * n_in, sums, 2 * stride, n_in, w)
-        store_prefix(d_flat, s3 * n_in, sums, 3 * stride, n_in, w)
-        derivative_scale(act_prev, d_flat, z_flat, a_flat, s0 * n_in, (s3 + 1) * n_in)
+    _zero_rows(acc, w, zero)
+    for j in range(inside):
+        _add_row(acc, w_flat, j * n_in + k0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
+    for j in range(inside, n_out):
+        load_prefix(flat(tail), 0, w_flat, j * n_in + k0, n, w)
+        _add_row(acc, flat(tail), 0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
+    # four stores written out, not a loop: a row of the sums picked by a run-time index
+    # keeps them out of registers (as a loop: gradient step 0.61-0.76x)
+    store_prefix(d_flat, s0 * n_in + k0, sums, 0, n, w)
+    store_prefix(d_flat, s1 * n_in + k0, sums, stride, n, w)
+    store_prefix(d_flat, s2 * n_in + k0, sums, 2 * stride, n, w)
+    store_prefix(d_flat, s3 * n_in + k0, sums, 3 * stride, n, w)
 
 
 @njit(**NOALIAS)
 def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
-    """BP2, δ^{l-1}_sk = (Σ_j w^l_jk δ^l_sj) σ'(z^{l-1}_sk), for n_{l-1} <= :data:`WIDTH`.
+    """BP2, δ^{l-1}_sk = (Σ_j w^l_jk δ^l_sj) σ'(z^{l-1}_sk).
 
-    Four examples at a time: their four rows of δ^{l-1} are summed in registers over
-    all j (one row of W loaded per j, four multiply-adds with δ^l_sj broadcast), stored,
-    then scaled by σ'. Same arguments as :func:`fastbp.kernels.blocked.backward_ser`.
+    Four examples at a time, 128 bytes of columns k at a time (:func:`_columns`; a
+    last 16 or fewer as one 16-lane block): their four rows of δ^{l-1} are summed in
+    registers over all j (one row of W loaded per j, four multiply-adds with δ^l_sj
+    broadcast), stored, then scaled by σ'. Same arguments as
+    :func:`fastbp.kernels.blocked.backward_ser`.
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
     acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
     tail = mat(scratch(WIDTH, zero), 0, 1, WIDTH)
-    if n_in <= 16:
-        _backward_rows(D, W, tail, act_prev, m, Z_prev, A_prev, D_prev, acc, 16, zero)
-    else:
-        _backward_rows(D, W, tail, act_prev, m, Z_prev, A_prev, D_prev, acc, WIDTH, zero)
+    d_flat, z_flat, a_flat = flat(D_prev), flat(Z_prev), flat(A_prev)
+    step = _columns(W)
+    for s0 in range(0, m, 4):
+        # the last block's missing examples repeat its last one (same sums, same stores)
+        s1 = min(s0 + 1, m - 1)
+        s2 = min(s0 + 2, m - 1)
+        s3 = min(s0 + 3, m - 1)
+        for k0 in range(0, n_in, step):
+            if n_in - k0 <= 16 or step == 16:
+                _backward_columns(D, W, tail, s0, s1, s2, s3, k0, D_prev, acc, 16, zero)
+            else:
+                _backward_columns(D, W, tail, s0, s1, s2, s3, k0, D_prev, acc, WIDTH, zero)
+        derivative_scale(act_prev, d_flat, z_flat, a_flat, s0 * n_in, (s3 + 1) * n_in)
 
 
 @njit(inline="always", **SERIAL)
@@ -129,6 +148,7 @@ def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w, zero):
             WT[k, c] = W[c, k] if c < n_out else zero
     load_prefix(brow, 0, b, 0, n_out, w)
     z_flat = flat(Z)
+    wt_flat = flat(WT)
     sums = flat(acc)
     stride = acc.shape[1]
     for s0 in range(0, m, 4):
@@ -146,7 +166,7 @@ def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w, zero):
             acc[2, c] = brow[c]
             acc[3, c] = brow[c]
         for k in range(n_in):
-            _add_row(acc, WT, k, A_prev[q0, k], A_prev[q1, k], A_prev[q2, k],
+            _add_row(acc, wt_flat, k * w, A_prev[q0, k], A_prev[q1, k], A_prev[q2, k],
                      A_prev[q3, k], w)
         store_prefix(z_flat, s0 * n_out, sums, 0, n_out, w)
         store_prefix(z_flat, s1 * n_out, sums, stride, n_out, w)
@@ -163,9 +183,13 @@ def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
     lanes). Four examples at a time: their four rows of z are summed in registers over
     all k (one row of W^T loaded per k, four multiply-adds with a_sk broadcast), then
     stored; σ (or softmax) follows row by row. Same arguments as
-    :func:`fastbp.kernels.blocked.forward_ser`.
+    :func:`fastbp.kernels.blocked.forward_ser`, which wider layers are handed to (their
+    W^T would not fit in the stack's copy).
     """
     n_out, n_in = W.shape
+    if n_out > FORWARD_WIDTH or n_in > WIDTH:
+        forward_ser(A_prev, rows, W, b, act, m, Z, A)
+        return
     zero = W.dtype.type(0)
     acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
     brow = scratch(WIDTH, zero)
@@ -175,18 +199,18 @@ def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
 
 
 @njit(inline="always", **SERIAL)
-def _store_row(C, j, add, coef, acc, r, w):
-    """C[j, :n] = coef acc[r, :n] (+ C[j, :n] when ``add``), n = C's width."""
-    n_in = C.shape[1]
-    axpy_prefix(flat(C), j * n_in, flat(acc), r * acc.shape[1], n_in, coef, add, w)
+def _store_row(C, j, k0, n, add, coef, acc, r, w):
+    """C[j, k0:k0 + n] = coef acc[r, :n] (+ C[j, k0:k0 + n] when ``add``)."""
+    axpy_prefix(flat(C), j * C.shape[1] + k0, flat(acc), r * acc.shape[1], n, coef, add, w)
 
 
 @njit(inline="always", **SERIAL)
-def _gradient_rows(D, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, j0, w, zero):
-    """Rows j0 .. j0 + 3 (those < n_out) of C: coef Σ_s δ_sj a_{rows[s]} (added to C
-    when ``add``), and gb_j = scale Σ_s δ_sj."""
+def _gradient_rows(D, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, j0, k0, w, zero):
+    """Columns k0 .. k0 + w - 1 (those < n_in) of the rows j0 .. j0 + 3 (those < n_out)
+    of C: coef Σ_s δ_sj a_{rows[s]} (added to C when ``add``), and gb_j = scale Σ_s δ_sj."""
     n_out, n_in = C.shape
-    inside = _rows_inside(A_prev.shape[0], n_in, w)
+    n = min(w, n_in - k0)
+    inside = _rows_inside(A_prev.shape[0], n_in, k0, w)
     a_flat = flat(A_prev)
     j1 = min(j0 + 1, n_out - 1)  # rows past the layer repeat its last (never stored)
     j2 = min(j0 + 2, n_out - 1)
@@ -204,32 +228,33 @@ def _gradient_rows(D, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, j0, w
         b3 += d3
         r = rows[s]
         if r < inside:
-            _add_row(acc, A_prev, r, d0, d1, d2, d3, w)
+            _add_row(acc, a_flat, r * n_in + k0, d0, d1, d2, d3, w)
         else:
-            load_prefix(flat(tail), 0, a_flat, r * n_in, n_in, w)
-            _add_row(acc, tail, 0, d0, d1, d2, d3, w)
-    # rows of the sums by constant index only (see _backward_rows)
-    _store_row(C, j0, add, coef, acc, 0, w)
+            load_prefix(flat(tail), 0, a_flat, r * n_in + k0, n, w)
+            _add_row(acc, flat(tail), 0, d0, d1, d2, d3, w)
+    # rows of the sums by constant index only (see _backward_rows); every block of
+    # columns stores the same sums of δ
+    _store_row(C, j0, k0, n, add, coef, acc, 0, w)
     gb[j0] = b0 * scale
     if j0 + 1 < n_out:
-        _store_row(C, j1, add, coef, acc, 1, w)
+        _store_row(C, j1, k0, n, add, coef, acc, 1, w)
         gb[j1] = b1 * scale
     if j0 + 2 < n_out:
-        _store_row(C, j2, add, coef, acc, 2, w)
+        _store_row(C, j2, k0, n, add, coef, acc, 2, w)
         gb[j2] = b2 * scale
     if j0 + 3 < n_out:
-        _store_row(C, j3, add, coef, acc, 3, w)
+        _store_row(C, j3, k0, n, add, coef, acc, 3, w)
         gb[j3] = b3 * scale
 
 
 @njit(**NOALIAS)
 def gradient_step_narrow(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
                          decay, apply):
-    """BP3/BP4 and the SGD step, as :func:`fastbp.kernels.blocked.gradient_step_ser`,
-    for n_{l-1} <= :data:`WIDTH`.
+    """BP3/BP4 and the SGD step, as :func:`fastbp.kernels.blocked.gradient_step_ser`.
 
-    Four rows j of ∂C/∂W at a time are summed in registers over all m examples (one
-    input row loaded per example, four multiply-adds with δ_sj broadcast), then scaled
+    Four rows j of ∂C/∂W at a time, 128 bytes of columns at a time (as
+    :func:`backward_narrow`), are summed in registers over all m examples (one input
+    row loaded per example, four multiply-adds with δ_sj broadcast), then scaled
     and stored: ∂C/∂w_jk = scale Σ_s δ_sj a_sk, or for a plain SGD step (no momentum,
     no decay) w_jk += (-η scale) Σ_s δ_sj a_sk straight into W. Each block of rows takes
     its step (momentum, decay) right after, as the blocked kernel does; the biases take
@@ -243,13 +268,15 @@ def gradient_step_narrow(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, mo
     C = W if direct else gW
     acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
     tail = mat(scratch(WIDTH, zero), 0, 1, WIDTH)
+    step = _columns(W)
     for j0 in range(0, n_out, 4):
-        if n_in <= 16:
-            _gradient_rows(D, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc,
-                           j0, 16, zero)
-        else:
-            _gradient_rows(D, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc,
-                           j0, WIDTH, zero)
+        for k0 in range(0, n_in, step):
+            if n_in - k0 <= 16 or step == 16:
+                _gradient_rows(D, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc,
+                               j0, k0, 16, zero)
+            else:
+                _gradient_rows(D, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc,
+                               j0, k0, WIDTH, zero)
         if mode == STEP:
             sgd_range(flat(W), flat(VW), flat(gW), j0 * n_in, min(j0 + 4, n_out) * n_in,
                       lr, momentum, decay)
