@@ -126,15 +126,15 @@ ACTIVATE_PAR_MIN = 8192
 #: kernels (:func:`fastbp.kernels.narrow.backward_narrow`,
 #: :func:`~fastbp.kernels.narrow.gradient_step_narrow`; their blocks of sums are 128
 #: bytes of columns: 32 float32, 16 float64). Kernel A/B against the blocked kernels,
-#: 2 cores, m = 10-100: BP2 float32 1.35-2.5x, float64 1.2-2.0x; gradient step float32
-#: 1.5-2.3x, float64 1.4-2.0x (16- and 30-wide inputs).
+#: 2 cores, 16- to 30-wide inputs, m = 10-100: BP2 float32 2.0-2.9x, float64 1.5-1.9x;
+#: gradient step float32 1.5-2.4x, float64 1.3-2.1x.
 NARROW_MAX_WIDTH = 32
 
 #: Fewest neurons (n_l) from which a serial BP2 over a wider input also runs the narrow
 #: kernel: its sum over j is then long enough to repay each block's stores. Kernel A/B,
-#: 10 to 16 neurons over 40- to 100-wide inputs: float32 1.1-1.7x, float64 0.9-1.2x;
-#: 4 neurons over 200 inputs 0.67x (float32). Wider gradient steps stay blocked (100-wide
-#: rows 0.9-1.1x in float32, 0.8-1.1x in float64 for 40 to 200).
+#: 8 to 30 neurons over 40- to 100-wide inputs: float32 1.08-1.7x, float64 0.93-1.22x;
+#: 4 neurons over 200 inputs: float32 1.09x, float64 0.87x. Wider gradient steps stay
+#: blocked (100-wide rows: float32 0.92-1.13x, float64 0.86-1.03x).
 NARROW_BACKWARD_MIN_OUTPUTS = 8
 
 #: Smallest minibatch whose serial forward pass runs the narrow kernel

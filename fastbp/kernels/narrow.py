@@ -85,9 +85,9 @@ def _columns(a):
 
 
 @njit(inline="always", **SERIAL)
-def _backward_columns(D, W, tail, s0, s1, s2, s3, k0, D_prev, acc, w, zero):
-    """Columns k0 .. k0 + w - 1 (those < n_{l-1}) of the rows s0 .. s3 of δ^{l-1}
-    (before σ'), summed over all j in the four rows of ``acc``."""
+def _backward_columns(D, W, tail, m, k0, D_prev, acc, w, zero):
+    """Columns k0 .. k0 + w - 1 (those < n_{l-1}) of δ^{l-1}'s first m rows (before
+    σ'), four rows at a time summed over all j in the four rows of ``acc``."""
     n_out, n_in = W.shape
     n = min(w, n_in - k0)
     inside = _rows_inside(n_out, n_in, k0, w)
@@ -95,47 +95,46 @@ def _backward_columns(D, W, tail, s0, s1, s2, s3, k0, D_prev, acc, w, zero):
     d_flat = flat(D_prev)
     sums = flat(acc)
     stride = acc.shape[1]
-    _zero_rows(acc, w, zero)
-    for j in range(inside):
-        _add_row(acc, w_flat, j * n_in + k0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
-    for j in range(inside, n_out):
-        load_prefix(flat(tail), 0, w_flat, j * n_in + k0, n, w)
-        _add_row(acc, flat(tail), 0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
-    # four stores written out, not a loop: a row of the sums picked by a run-time index
-    # keeps them out of registers (as a loop: gradient step 0.61-0.76x)
-    store_prefix(d_flat, s0 * n_in + k0, sums, 0, n, w)
-    store_prefix(d_flat, s1 * n_in + k0, sums, stride, n, w)
-    store_prefix(d_flat, s2 * n_in + k0, sums, 2 * stride, n, w)
-    store_prefix(d_flat, s3 * n_in + k0, sums, 3 * stride, n, w)
+    for s0 in range(0, m, 4):
+        # the last block's missing examples repeat its last one (same sums, same stores)
+        s1 = min(s0 + 1, m - 1)
+        s2 = min(s0 + 2, m - 1)
+        s3 = min(s0 + 3, m - 1)
+        _zero_rows(acc, w, zero)
+        for j in range(inside):
+            _add_row(acc, w_flat, j * n_in + k0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
+        for j in range(inside, n_out):
+            load_prefix(flat(tail), 0, w_flat, j * n_in + k0, n, w)
+            _add_row(acc, flat(tail), 0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
+        # four stores written out, not a loop: a row of the sums picked by a run-time
+        # index keeps them out of registers (as a loop: gradient step 0.61-0.76x)
+        store_prefix(d_flat, s0 * n_in + k0, sums, 0, n, w)
+        store_prefix(d_flat, s1 * n_in + k0, sums, stride, n, w)
+        store_prefix(d_flat, s2 * n_in + k0, sums, 2 * stride, n, w)
+        store_prefix(d_flat, s3 * n_in + k0, sums, 3 * stride, n, w)
 
 
 @njit(**NOALIAS)
 def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     """BP2, δ^{l-1}_sk = (Σ_j w^l_jk δ^l_sj) σ'(z^{l-1}_sk).
 
-    Four examples at a time, 128 bytes of columns k at a time (:func:`_columns`; a
-    last 16 or fewer as one 16-lane block): their four rows of δ^{l-1} are summed in
+    128 bytes of columns k at a time (:func:`_columns`; a last 16 or fewer as one
+    16-lane block), four examples at a time: their four rows of δ^{l-1} are summed in
     registers over all j (one row of W loaded per j, four multiply-adds with δ^l_sj
-    broadcast), stored, then scaled by σ'. Same arguments as
+    broadcast) and stored; then all m rows are scaled by σ'. Same arguments as
     :func:`fastbp.kernels.blocked.backward_ser`.
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
     acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
     tail = mat(scratch(WIDTH, zero), 0, 1, WIDTH)
-    d_flat, z_flat, a_flat = flat(D_prev), flat(Z_prev), flat(A_prev)
     step = _columns(W)
-    for s0 in range(0, m, 4):
-        # the last block's missing examples repeat its last one (same sums, same stores)
-        s1 = min(s0 + 1, m - 1)
-        s2 = min(s0 + 2, m - 1)
-        s3 = min(s0 + 3, m - 1)
-        for k0 in range(0, n_in, step):
-            if n_in - k0 <= 16 or step == 16:
-                _backward_columns(D, W, tail, s0, s1, s2, s3, k0, D_prev, acc, 16, zero)
-            else:
-                _backward_columns(D, W, tail, s0, s1, s2, s3, k0, D_prev, acc, WIDTH, zero)
-        derivative_scale(act_prev, d_flat, z_flat, a_flat, s0 * n_in, (s3 + 1) * n_in)
+    for k0 in range(0, n_in, step):
+        if n_in - k0 <= 16 or step == 16:
+            _backward_columns(D, W, tail, m, k0, D_prev, acc, 16, zero)
+        else:
+            _backward_columns(D, W, tail, m, k0, D_prev, acc, WIDTH, zero)
+    derivative_scale(act_prev, flat(D_prev), flat(Z_prev), flat(A_prev), 0, m * n_in)
 
 
 @njit(inline="always", **SERIAL)
