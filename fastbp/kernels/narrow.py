@@ -58,8 +58,9 @@ def _zero_rows(acc, w, zero):
 @njit(inline="always", **SERIAL)
 def _add_row(acc, q_flat, off, c0, c1, c2, c3, w):
     """acc[r, :w] += c_r q_flat[off:off + w] for the four rows r of the sums."""
-    # through a view starting at off: indexed by off + c, each lane's index is checked
-    # for wraparound on its own and the row is gathered element by element
+    # read through a view starting at off: indexed as q_flat[off + c], each lane's
+    # index was checked for wraparound on its own and the row gathered element by
+    # element (BP2 3x slower)
     row = mat(q_flat, off, 1, w)
     for c in range(w):
         q = row[0, c]
@@ -79,8 +80,10 @@ def _rows_inside(n_rows, n_in, k0, w):
 
 @njit(inline="always", **SERIAL)
 def _columns(a):
-    """Columns per block of the sums: 128 bytes (32 float32, 16 float64: four rows of
-    sums in 8 vector registers; float64 rows of 32 took 16 and ran 0.67-0.84x as fast)."""
+    """Columns per block of the sums: 128 bytes, 32 float32 or 16 float64, so that the
+    four rows of sums take 8 vector registers (the 30-wide float64 gradient step in
+    blocks of 32 columns, 16 registers, ran 1.1x the blocked kernel; in blocks of 16,
+    1.4-1.6x)."""
     return WIDTH if a.itemsize == 4 else 16
 
 
@@ -151,7 +154,7 @@ def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w, zero):
     sums = flat(acc)
     stride = acc.shape[1]
     for s0 in range(0, m, 4):
-        s1 = min(s0 + 1, m - 1)  # as in _backward_rows
+        s1 = min(s0 + 1, m - 1)  # as in _backward_columns
         s2 = min(s0 + 2, m - 1)
         s3 = min(s0 + 3, m - 1)
         q0 = rows[s0]
@@ -231,7 +234,7 @@ def _gradient_rows(D, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, j0, k
         else:
             load_prefix(flat(tail), 0, a_flat, r * n_in + k0, n, w)
             _add_row(acc, flat(tail), 0, d0, d1, d2, d3, w)
-    # rows of the sums by constant index only (see _backward_rows); every block of
+    # rows of the sums by constant index only (see _backward_columns); every block of
     # columns stores the same sums of δ
     _store_row(C, j0, k0, n, add, coef, acc, 0, w)
     gb[j0] = b0 * scale
