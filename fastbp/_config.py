@@ -141,7 +141,7 @@ NARROW_BACKWARD_MIN_OUTPUTS = 8
 #: (:func:`fastbp.kernels.narrow.forward_narrow`), for layers of 9 to 16 neurons
 #: (``NARROW_FORWARD_OUTPUTS``) over inputs up to ``NARROW_MAX_WIDTH`` wide: each call
 #: first copies W^T to the stack, which smaller minibatches do not repay. Kernel A/B
-#: against the blocked kernel, 2 cores, sigmoid, m >= 8: float32 1.4-2.4x, float64
+#: against the blocked kernel, 2 cores, sigmoid, m >= 8: float32 1.3-2.4x, float64
 #: 1.05-1.5x (16->16, 16->10, 30->10); at m = 1-4 0.6-1.2x; 8 outputs or fewer (half
 #: the 16 lanes idle) down to 0.71x, 32-lane rows 0.6-1.1x below m = 32.
 NARROW_FORWARD_MIN_BATCH = 8
