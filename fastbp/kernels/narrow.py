@@ -107,8 +107,8 @@ def _backward_columns(D, W, tail, m, k0, D_prev, acc, w, zero):
         for j in range(inside):
             _add_row(acc, w_flat, j * n_in + k0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
         for j in range(inside, n_out):
-            load_prefix(flat(tail), 0, w_flat, j * n_in + k0, n, w)
-            _add_row(acc, flat(tail), 0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
+            load_prefix(tail, 0, w_flat, j * n_in + k0, n, w)
+            _add_row(acc, tail, 0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
         # four stores written out, not a loop: a row of the sums picked by a run-time
         # index keeps them out of registers (as a loop: gradient step 0.61-0.76x)
         store_prefix(d_flat, s0 * n_in + k0, sums, 0, n, w)
@@ -130,7 +130,7 @@ def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
     acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
-    tail = mat(scratch(WIDTH, zero), 0, 1, WIDTH)
+    tail = scratch(WIDTH, zero)
     step = _columns(W)
     for k0 in range(0, n_in, step):
         if n_in - k0 <= 16 or step == 16:
@@ -232,8 +232,8 @@ def _gradient_rows(D, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, j0, k
         if r < inside:
             _add_row(acc, a_flat, r * n_in + k0, d0, d1, d2, d3, w)
         else:
-            load_prefix(flat(tail), 0, a_flat, r * n_in + k0, n, w)
-            _add_row(acc, flat(tail), 0, d0, d1, d2, d3, w)
+            load_prefix(tail, 0, a_flat, r * n_in + k0, n, w)
+            _add_row(acc, tail, 0, d0, d1, d2, d3, w)
     # rows of the sums by constant index only (see _backward_columns); every block of
     # columns stores the same sums of δ
     _store_row(C, j0, k0, n, add, coef, acc, 0, w)
@@ -269,7 +269,7 @@ def gradient_step_narrow(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, mo
     coef = -(lr * scale) if direct else scale
     C = W if direct else gW
     acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
-    tail = mat(scratch(WIDTH, zero), 0, 1, WIDTH)
+    tail = scratch(WIDTH, zero)
     step = _columns(W)
     for j0 in range(0, n_out, 4):
         for k0 in range(0, n_in, step):
