@@ -88,8 +88,9 @@ def _vector_name(vty):
 
 
 def _prefix_copy(name, dst, src, width, emit):
-    """Typing and code generation shared by the masked row copies: ``emit(builder, to,
-    frm, mask, vty, align)`` moves the row between the two w-lane pointers."""
+    """Typing and code generation shared by the masked row operations, whose arguments
+    start (dst, dst_off, src, src_off, n, ...): ``emit(context, builder, sig, args, to,
+    frm, mask, vty, align)`` works on the rows at the two w-lane pointers."""
     w = _width(width, name)
     if w is None:
         return None
@@ -105,7 +106,7 @@ def _prefix_copy(name, dst, src, width, emit):
                                             args[i + 1], sig.args[i + 1]), vty.as_pointer())
                    for i in (0, 2))
         mask = _mask(builder, context.cast(builder, args[4], sig.args[4], types.int64), w)
-        emit(builder, to, frm, mask, vty, context.get_abi_sizeof(ety))
+        emit(context, builder, sig, args, to, frm, mask, vty, context.get_abi_sizeof(ety))
         return context.get_dummy_value()
 
     return codegen
@@ -119,13 +120,13 @@ def _masked_call(builder, op, ret, args):
     return builder.call(fn, args)
 
 
-def _load_row(builder, to, frm, mask, vty, align):
+def _load_row(context, builder, sig, args, to, frm, mask, vty, align):
     zeros = ir.Constant(vty, [ir.Constant(vty.element, 0.0)] * vty.count)
     vec = _masked_call(builder, "load", vty, [frm, ir.IntType(32)(align), mask, zeros])
     builder.store(vec, to, align=align)
 
 
-def _store_row(builder, to, frm, mask, vty, align):
+def _store_row(context, builder, sig, args, to, frm, mask, vty, align):
     vec = builder.load(frm, align=align)
     _masked_call(builder, "store", ir.VoidType(), [vec, to, ir.IntType(32)(align), mask])
 
@@ -154,36 +155,28 @@ def axpy_prefix(typingctx, dst, dst_off, src, src_off, n, coef, keep, width):
 
     Written as a loop over the lanes, this scaling of a row of sums held in registers
     was split by LLVM into one scalar multiply-add and a shuffle per lane."""
-    w = _width(width, "axpy_prefix")
-    if w is None:
-        return None
-    _contiguous_1d(dst, "axpy_prefix")
-    _contiguous_1d(src, "axpy_prefix")
-    if not (dst.dtype == src.dtype == coef):
+    if coef != getattr(dst, "dtype", coef):
         raise TypingError("axpy_prefix: dst, src and coef must have one dtype")
+    codegen = _prefix_copy("axpy_prefix", dst, src, width, _axpy_row)
+    return codegen and (types.none(dst, dst_off, src, src_off, n, coef, keep, width), codegen)
 
-    def codegen(context, builder, sig, args):
-        ety = context.get_data_type(sig.args[0].dtype)
-        vty = ir.VectorType(ety, w)
-        align = ir.IntType(32)(context.get_abi_sizeof(ety))
-        to, frm = (builder.bitcast(_row_ptr(context, builder, sig.args[i], args[i],
-                                            args[i + 1], sig.args[i + 1]), vty.as_pointer())
-                   for i in (0, 2))
-        mask = _mask(builder, context.cast(builder, args[4], sig.args[4], types.int64), w)
-        keep = context.cast(builder, args[6], sig.args[6], types.boolean)
-        zeros = ir.Constant(vty, [ir.Constant(ety, 0.0)] * w)
-        none = ir.Constant(mask.type, [ir.Constant(ir.IntType(1), 0)] * w)
-        old = _masked_call(builder, "load", vty, [to, align, builder.select(keep, mask, none),
-                                                  zeros])
-        row = _masked_call(builder, "load", vty, [frm, align, mask, zeros])
-        splat = builder.insert_element(ir.Constant(vty, ir.Undefined), args[5],
-                                       ir.IntType(32)(0))
-        splat = builder.shuffle_vector(splat, ir.Constant(vty, ir.Undefined),
-                                       ir.Constant(ir.VectorType(ir.IntType(32), w), [0] * w))
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
-                                             f"llvm.fma.{_vector_name(vty)}")
-        _masked_call(builder, "store", ir.VoidType(),
-                     [builder.call(fma, [splat, row, old]), to, align, mask])
-        return context.get_dummy_value()
 
-    return types.none(dst, dst_off, src, src_off, n, coef, keep, width), codegen
+def _axpy_row(context, builder, sig, args, to, frm, mask, vty, align):
+    """The code of :func:`axpy_prefix` (args[5] is coef, args[6] keep)."""
+    w = vty.count
+    align = ir.IntType(32)(align)
+    keep = context.cast(builder, args[6], sig.args[6], types.boolean)
+    zeros = ir.Constant(vty, [ir.Constant(vty.element, 0.0)] * w)
+    none = ir.Constant(mask.type, [ir.Constant(ir.IntType(1), 0)] * w)
+    old = _masked_call(builder, "load", vty, [to, align, builder.select(keep, mask, none),
+                                              zeros])
+    row = _masked_call(builder, "load", vty, [frm, align, mask, zeros])
+    splat = builder.insert_element(ir.Constant(vty, ir.Undefined), args[5],
+                                   ir.IntType(32)(0))
+    splat = builder.shuffle_vector(splat, ir.Constant(vty, ir.Undefined),
+                                   ir.Constant(ir.VectorType(ir.IntType(32), w), [0] * w))
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
+                                         f"llvm.fma.{_vector_name(vty)}")
+    _masked_call(builder, "store", ir.VoidType(),
+                 [builder.call(fma, [splat, row, old]), to, align, mask])
+
