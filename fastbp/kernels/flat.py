@@ -10,11 +10,10 @@ depth uses the same compiled code.
 
 ``par[l]`` holds, for layer l, which kernel runs its forward pass, its backward (BP2)
 and its gradient step (columns 0, 1, 2: ``BLOCKED``, ``PARALLEL`` or ``NARROW`` of
-:mod:`fastbp.kernels.codes`), and ``par[0, 3]`` whether
-the first layer's SGD step feeds the next minibatch forward in the same parallel region:
-chosen from the shapes by the caller. The drivers never allocate: they are compiled
-without reference counting (``fastbp._config.NO_REFCOUNT``), so the views they slice cost
-no atomic operations.
+:mod:`fastbp.kernels.codes`), and ``par[0, 3]`` whether the first layer's SGD step feeds
+the next minibatch forward in the same parallel region: chosen from the shapes by the
+caller. The drivers never allocate: they are compiled without reference counting
+(``fastbp._config.NO_REFCOUNT``), so the views they slice cost no atomic operations.
 """
 
 from numba import njit
