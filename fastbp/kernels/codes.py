@@ -18,8 +18,8 @@ ACTIVATION_CODES = {
 }
 COST_CODES = {"quadratic": QUADRATIC, "cross_entropy": CROSS_ENTROPY}
 
-#: Which kernel a layer's BP2 or gradient step runs (columns 1 and 2 of the drivers'
-#: ``par``): the register-blocked serial or parallel one, or the narrow-input one.
+#: Which kernel a layer's forward pass, BP2 or gradient step runs (columns 0-2 of the
+#: drivers' ``par``): the register-blocked serial or parallel one, or the narrow one.
 BLOCKED = 0
 PARALLEL = 1
 NARROW = 2
