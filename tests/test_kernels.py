@@ -392,7 +392,7 @@ NARROW_INPUTS = NARROW_WIDTHS + [33, 64, 100]
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["sigmoid", "tanh", "identity", "softmax"])
-@pytest.mark.parametrize("m", [1, 3, 4, 10])
+@pytest.mark.parametrize("m", [1, 3, 4, 9, 10])
 @pytest.mark.parametrize("n_out", [1, 2, 9, 15, 16, 17])
 @pytest.mark.parametrize("n_in", NARROW_WIDTHS + [33])
 def test_forward_narrow(act, dtype, m, n_out, n_in, rng):
@@ -424,7 +424,7 @@ def test_forward_narrow(act, dtype, m, n_out, n_in, rng):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["sigmoid", "relu", "identity"])
-@pytest.mark.parametrize("m", [1, 3, 4, 10])
+@pytest.mark.parametrize("m", [1, 3, 4, 9, 10])
 @pytest.mark.parametrize("n_out", [1, 6, 16])
 @pytest.mark.parametrize("n_in", NARROW_INPUTS)
 def test_backward_narrow(act, dtype, m, n_out, n_in, rng):
@@ -450,7 +450,7 @@ def test_backward_narrow(act, dtype, m, n_out, n_in, rng):
 @pytest.mark.parametrize("momentum,decay,apply", [
     (0.0, 0.0, False), (0.0, 0.0, True), (0.5, 0.01, True),
 ])
-@pytest.mark.parametrize("n_out", [1, 6, 8])
+@pytest.mark.parametrize("n_out", [1, 6, 8, 9, 10])
 @pytest.mark.parametrize("n_in", NARROW_INPUTS)
 def test_gradient_step_narrow(momentum, decay, apply, m, n_out, n_in, dtype, rng):
     """The narrow-input gradient step against the reference, its rows read through
