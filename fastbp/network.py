@@ -17,7 +17,10 @@ from ._config import (
     NARROW_FORWARD_MIN_BATCH,
     NARROW_FORWARD_OUTPUTS,
     NARROW_BACKWARD_MIN_OUTPUTS,
+    NARROW_GRADIENT_MAX_BYTES,
+    NARROW_GRADIENT_MIN_OUTPUTS,
     NARROW_MAX_WIDTH,
+    NARROW_SERIAL_MAX_BYTES,
     PARALLEL_MIN_WORK,
     TINY_MAX_WORK,
     launch,
@@ -277,13 +280,16 @@ class Network:
     def _kernel_args(self, batch):
         """Sizes, per-layer parallel flags and workspaces for minibatches of ``batch``.
 
-        A layer's kernel runs in parallel when its work (batch × n_out × n_in
-        multiply-adds) repays a parallel region and its parallel loop has more than one
-        block; a serial BP2 or gradient step over a narrow input (``NARROW_MAX_WIDTH``),
-        a serial BP2 of a layer of several neurons (``NARROW_BACKWARD_MIN_OUTPUTS``), or
-        a serial forward pass of a narrow layer over a narrow input
-        (``NARROW_FORWARD_OUTPUTS``, ``NARROW_FORWARD_MIN_BATCH``), runs the narrow
-        kernel. The choices depend on shapes alone, never on the thread count.
+        Each of a layer's three kernels runs the narrow kernel where its shape suits it:
+        BP2 or the gradient step over a narrow input (``NARROW_MAX_WIDTH``), BP2 of a
+        layer of several neurons (``NARROW_BACKWARD_MIN_OUTPUTS``), the gradient step over
+        a short input row (``NARROW_GRADIENT_*``), the forward pass of a narrow layer over
+        a narrow input (``NARROW_FORWARD_OUTPUTS``, ``NARROW_FORWARD_MIN_BATCH``), unless
+        its work (batch × n_out × n_in multiply-adds) is more than a serial narrow kernel
+        does faster (``NARROW_SERIAL_MAX_BYTES``). Otherwise it runs in parallel when
+        its work repays a parallel region (``PARALLEL_MIN_WORK``) and its parallel loop
+        has more than one block, and the serial blocked kernel if not. The choices depend
+        on shapes alone, never on the thread count.
         Column 3 of the first layer's flags: whether its step feeds the next minibatch
         forward in the same region (``FUSE_MAX_BYTES``).
         """
@@ -291,19 +297,20 @@ class Network:
         par = np.zeros((len(self.sizes) - 1, 4), dtype=np.int64)
         itemsize = self._theta.itemsize
         for l, (n_in, n_out) in enumerate(zip(self.sizes, self.sizes[1:])):
-            big = batch * n_out * n_in >= PARALLEL_MIN_WORK
-            par[l, 0] = (codes.PARALLEL if big and n_out > 4 else
-                         codes.NARROW if (n_in <= NARROW_MAX_WIDTH
-                                          and n_out in NARROW_FORWARD_OUTPUTS
-                                          and batch >= NARROW_FORWARD_MIN_BATCH) else
-                         codes.BLOCKED)
-            par[l, 1] = (codes.PARALLEL if big and batch > 4 else
-                         codes.NARROW if (n_in <= NARROW_MAX_WIDTH
-                                          or n_out >= NARROW_BACKWARD_MIN_OUTPUTS) else
-                         codes.BLOCKED)
-            par[l, 2] = (codes.PARALLEL if big and n_out > 1 else
-                         codes.NARROW if n_in <= NARROW_MAX_WIDTH else
-                         codes.BLOCKED)
+            work = batch * n_out * n_in
+            big = work >= PARALLEL_MIN_WORK
+            narrow = (
+                n_in <= NARROW_MAX_WIDTH and n_out in NARROW_FORWARD_OUTPUTS
+                and batch >= NARROW_FORWARD_MIN_BATCH,
+                n_in <= NARROW_MAX_WIDTH or n_out >= NARROW_BACKWARD_MIN_OUTPUTS,
+                n_in <= NARROW_MAX_WIDTH or (n_in * itemsize <= NARROW_GRADIENT_MAX_BYTES
+                                             and n_out >= NARROW_GRADIENT_MIN_OUTPUTS),
+            )
+            parallel = (big and n_out > 4, big and batch > 4, big and n_out > 1)
+            serial = work * itemsize <= NARROW_SERIAL_MAX_BYTES
+            for c in range(3):
+                par[l, c] = (codes.NARROW if narrow[c] and (serial or not parallel[c]) else
+                             codes.PARALLEL if parallel[c] else codes.BLOCKED)
         par[0, 3] = (par[0, 2] == codes.PARALLEL
                      and batch * self.sizes[0] * itemsize <= FUSE_MAX_BYTES)
         total = batch * sum(self.sizes[1:])

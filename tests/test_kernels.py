@@ -99,6 +99,7 @@ def test_sgd_epoch_matches_reference(output, cost, hidden, dtype, momentum, deca
     monkeypatch.setattr(fastbp.network, "TINY_MAX_WORK", 10**9 if path == "tiny" else 0)
     if path == "parallel":
         monkeypatch.setattr(fastbp.network, "PARALLEL_MIN_WORK", 0)
+        monkeypatch.setattr(fastbp.network, "NARROW_SERIAL_MAX_BYTES", 0)
     sizes = [7, 5, 4, 3]
     net, X, Y, W64, b64 = _setup(sizes, hidden, output, cost, dtype, 34, seed=3)
     order = np.random.default_rng(99).permutation(34)
@@ -474,23 +475,39 @@ def test_gradient_step_narrow(momentum, decay, apply, m, n_out, n_in, dtype, rng
 
 def test_narrow_kernels_are_chosen_by_shape():
     """Serial BP2 and gradient steps of inputs up to 32 wide, serial BP2 of 8 neurons
-    or more over any input, and serial forward passes of 9 to 16 neurons over inputs up
-    to 32 wide in minibatches of 8 or more, run the narrow kernels; the thread count
-    plays no part."""
+    or more over any input, serial gradient steps of 3 neurons or more over input rows
+    up to 1024 bytes, and serial forward passes of 9 to 16 neurons over inputs up to 32
+    wide in minibatches of 8 or more, run the narrow kernels, also where the work would
+    run in parallel, up to 524288 bytes of it; the thread count plays no part."""
     from fastbp.kernels import codes
 
     for dtype in DTYPES:
         par = fastbp.Network([784, 30, 10], dtype=dtype)._kernel_args(10)[1]
         assert par[1, 1] == codes.NARROW and par[1, 2] == codes.NARROW
         assert par[0, 2] == codes.PARALLEL
-        # wider inputs: BP2 of 8 neurons or more only
+        # wider inputs: BP2 of 8 neurons or more, gradient steps over rows <= 1024 bytes
         par = fastbp.Network([784, 100, 10], dtype=dtype)._kernel_args(10)[1]
+        assert par[1, 1] == codes.NARROW and par[1, 2] == codes.NARROW
+        par = fastbp.Network([784, 300, 10], dtype=dtype)._kernel_args(10)[1]
         assert par[1, 1] == codes.NARROW and par[1, 2] == codes.BLOCKED
+        par = fastbp.Network([50, 40, 2], dtype=dtype)._kernel_args(10)[1]
+        assert par[1, 1] == codes.BLOCKED and par[1, 2] == codes.BLOCKED
+    # 100 x 100 x 10 multiply-adds: serial narrow in float32 (400 KB), parallel in float64
+    par = fastbp.Network([784, 100, 10], dtype="float32")._kernel_args(100)[1]
+    assert (par[1, 1:3] == codes.NARROW).all() and par[1, 0] == codes.PARALLEL
+    par = fastbp.Network([784, 100, 10], dtype="float64")._kernel_args(100)[1]
+    assert (par[1, :3] == codes.PARALLEL).all()
+    par = fastbp.Network([784, 200, 10], dtype="float64")._kernel_args(10)[1]
+    assert par[1, 2] == codes.BLOCKED  # 1600-byte rows
+    # forward passes of 16 neurons over 32 inputs: serial up to 256 examples in float32
+    for batch, forward in ((256, codes.NARROW), (257, codes.PARALLEL)):
+        par = fastbp.Network([32, 32, 16], dtype="float32")._kernel_args(batch)[1]
+        assert par[1, 0] == forward
     par = fastbp.Network([784, 16, 16, 10], dtype="float64")._kernel_args(100)[1]
     assert (par[1:, 1:3] == codes.NARROW).all()
     assert (par[1:, 0] == codes.NARROW).all()  # 16 -> 16 and 16 -> 10, batches of 100
     par = fastbp.Network([50, 40, 3], dtype="float32")._kernel_args(10)[1]
-    assert par[1, 1] == codes.BLOCKED and par[1, 2] == codes.BLOCKED
+    assert par[1, 1] == codes.BLOCKED and par[1, 2] == codes.NARROW
     assert par[1, 0] == codes.BLOCKED  # 3 outputs
     for batch, n_out, forward in ((7, 12, codes.BLOCKED), (8, 12, codes.NARROW),
                                   (8, 8, codes.BLOCKED), (8, 17, codes.BLOCKED)):
@@ -544,6 +561,7 @@ def test_fused_first_layer_changes_no_bit_of_training(dtype, batch, momentum, de
     with them apart."""
     monkeypatch.setattr(fastbp.network, "TINY_MAX_WORK", 0)
     monkeypatch.setattr(fastbp.network, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(fastbp.network, "NARROW_SERIAL_MAX_BYTES", 0)
     rng = np.random.default_rng(5)
     X = rng.normal(0, 1, (34, 7)).astype(dtype)
     Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, 34)]
