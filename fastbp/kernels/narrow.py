@@ -13,11 +13,11 @@ Each of the three sums ends in rows, or blocks of rows, of a few vectors:
 On a 16- or 30-wide row the register-blocked kernels of :mod:`fastbp.kernels.blocked`
 spend more on setting up each short run-time-length loop (or, in the forward pass, on
 adding up the lanes of each dot product) than on the arithmetic, and carry their
-partial sums through memory from one block to the next. Here four (or five) such rows
-are summed in registers over the whole sum: each term loads one row of W, W^T or the
-layer's input as one or two vectors of a compile-time width (16 or 32 elements) and adds
-it, times four (five) broadcast coefficients, to the rows of sums, the form of
-OpenBLAS's microkernels. A row of W or of the input read past its last element runs into the next
+partial sums through memory from one block to the next. Here four such rows are summed
+in registers over the whole sum: each term loads one row of W, W^T or the layer's input
+as one or two vectors of a compile-time width (16 or 32 elements) and adds it, times
+four broadcast coefficients, to the four rows of sums, the form of OpenBLAS's
+microkernels. A row of W or of the input read past its last element runs into the next
 rows of the same array (those lanes are summed but never stored); the last rows, where
 such a read would leave the array, are first copied into a zero-padded row on the stack
 with a masked load. The sums are stored with masked stores of exactly the row's elements
@@ -37,11 +37,8 @@ from .lanes import WIDTH, axpy_prefix, load_prefix, scratch, store_prefix
 from .layers import derivative_scale, sgd_range
 from .views import flat, mat
 
-#: Most rows of sums in a block: four, or five where that computes fewer rows
-#: (:func:`_five_rows`).
-ROWS = 5
-#: Elements of the rows of sums (a compile-time size: ``scratch`` needs a literal).
-SUMS = ROWS * WIDTH
+#: Elements of the four rows of sums (a compile-time size: ``scratch`` needs a literal).
+SUMS = 4 * WIDTH
 #: Widest layer (n_l) the narrow forward pass takes: its rows of W^T are 16 lanes (a
 #: 32-lane W^T took longer to copy than it saved below minibatches of 16-32).
 FORWARD_WIDTH = 16
@@ -50,53 +47,27 @@ PACKED = WIDTH * FORWARD_WIDTH
 
 
 @njit(inline="always", **SERIAL)
-def _five_rows(n):
-    """Whether n rows (examples, or neurons in the gradient step) go in blocks of five
-    rather than four: when fewer rows are then computed. A block past the last row
-    repeats the last row, so 10 rows in blocks of four compute 12 (W2 and W4-b10's
-    minibatches, and every 10-class output layer's gradient step): in blocks of five
-    the gradient step of a 10-neuron layer ran 1.1-1.3x."""
-    return 5 * ((n + 4) // 5) < 4 * ((n + 3) // 4)
-
-
-@njit(inline="always", **SERIAL)
-def _four(i0, last, index):
-    """Rows i0 .. i0 + 3, those past ``last`` repeating it (through ``index`` if given)."""
-    i1 = min(i0 + 1, last)
-    i2 = min(i0 + 2, last)
-    i3 = min(i0 + 3, last)
-    if index is None:
-        return (i0, i1, i2, i3)
-    return (index[i0], index[i1], index[i2], index[i3])
-
-
-@njit(inline="always", **SERIAL)
-def _five(i0, last, index):
-    """As :func:`_four`, rows i0 .. i0 + 4."""
-    i4 = min(i0 + 4, last)
-    return _four(i0, last, index) + ((i4 if index is None else index[i4]),)
-
-
-@njit(inline="always", **SERIAL)
-def _zero_rows(acc, nr, w, zero):
+def _zero_rows(acc, w, zero):
     for c in range(w):
-        for r in range(nr):
-            acc[r, c] = zero
+        acc[0, c] = zero
+        acc[1, c] = zero
+        acc[2, c] = zero
+        acc[3, c] = zero
 
 
 @njit(inline="always", **SERIAL)
-def _add_rows(acc, q_flat, off, M, idx, col, w):
-    """acc[r, :w] += M[idx[r], col] q_flat[off:off + w] for the rows r < len(idx) of the
-    sums (a constant count: the loop over r is unrolled, and the rows stay in
-    registers)."""
+def _add_row(acc, q_flat, off, c0, c1, c2, c3, w):
+    """acc[r, :w] += c_r q_flat[off:off + w] for the four rows r of the sums."""
     # read through a view starting at off: indexed as q_flat[off + c], each lane's
     # index was checked for wraparound on its own and the row gathered element by
     # element (BP2 3x slower)
     row = mat(q_flat, off, 1, w)
     for c in range(w):
         q = row[0, c]
-        for r in range(len(idx)):
-            acc[r, c] += M[idx[r], col] * q
+        acc[0, c] += c0 * q
+        acc[1, c] += c1 * q
+        acc[2, c] += c2 * q
+        acc[3, c] += c3 * q
 
 
 @njit(inline="always", **SERIAL)
@@ -109,43 +80,41 @@ def _rows_inside(n_rows, n_in, k0, w):
 
 @njit(inline="always", **SERIAL)
 def _columns(a):
-    """Columns per block of the sums: 128 bytes, 32 float32 or 16 float64, so that
-    four rows of sums take 8 vector registers (five, 10) (the 30-wide float64 gradient step in
+    """Columns per block of the sums: 128 bytes, 32 float32 or 16 float64, so that the
+    four rows of sums take 8 vector registers (the 30-wide float64 gradient step in
     blocks of 32 columns, 16 registers, ran 1.1x the blocked kernel; in blocks of 16,
     1.4-1.6x)."""
     return WIDTH if a.itemsize == 4 else 16
 
 
 @njit(inline="always", **SERIAL)
-def _backward_block(D, W, tail, ss, k0, D_prev, acc, w, zero):
-    """Columns k0 .. k0 + w - 1 (those < n_{l-1}) of the rows ss of δ^{l-1} (before
-    σ'), summed over all j in the rows of ``acc``."""
+def _backward_columns(D, W, tail, m, k0, D_prev, acc, w, zero):
+    """Columns k0 .. k0 + w - 1 (those < n_{l-1}) of δ^{l-1}'s first m rows (before
+    σ'), four rows at a time summed over all j in the four rows of ``acc``."""
     n_out, n_in = W.shape
     n = min(w, n_in - k0)
     inside = _rows_inside(n_out, n_in, k0, w)
     w_flat = flat(W)
+    d_flat = flat(D_prev)
     sums = flat(acc)
     stride = acc.shape[1]
-    _zero_rows(acc, len(ss), w, zero)
-    for j in range(inside):
-        _add_rows(acc, w_flat, j * n_in + k0, D, ss, j, w)
-    for j in range(inside, n_out):
-        load_prefix(tail, 0, w_flat, j * n_in + k0, n, w)
-        _add_rows(acc, tail, 0, D, ss, j, w)
-    # a repeated last example stores the same sums again
-    for r in range(len(ss)):
-        store_prefix(flat(D_prev), ss[r] * n_in + k0, sums, r * stride, n, w)
-
-
-@njit(inline="always", **SERIAL)
-def _backward_columns(D, W, tail, m, k0, D_prev, acc, w, zero):
-    """Columns k0 .. k0 + w - 1 of δ^{l-1}'s first m rows, four or five rows at a time."""
-    if _five_rows(m):
-        for s0 in range(0, m, 5):
-            _backward_block(D, W, tail, _five(s0, m - 1, None), k0, D_prev, acc, w, zero)
-    else:
-        for s0 in range(0, m, 4):
-            _backward_block(D, W, tail, _four(s0, m - 1, None), k0, D_prev, acc, w, zero)
+    for s0 in range(0, m, 4):
+        # the last block's missing examples repeat its last one (same sums, same stores)
+        s1 = min(s0 + 1, m - 1)
+        s2 = min(s0 + 2, m - 1)
+        s3 = min(s0 + 3, m - 1)
+        _zero_rows(acc, w, zero)
+        for j in range(inside):
+            _add_row(acc, w_flat, j * n_in + k0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
+        for j in range(inside, n_out):
+            load_prefix(tail, 0, w_flat, j * n_in + k0, n, w)
+            _add_row(acc, tail, 0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
+        # four stores written out, not a loop: a row of the sums picked by a run-time
+        # index keeps them out of registers (as a loop: gradient step 0.61-0.76x)
+        store_prefix(d_flat, s0 * n_in + k0, sums, 0, n, w)
+        store_prefix(d_flat, s1 * n_in + k0, sums, stride, n, w)
+        store_prefix(d_flat, s2 * n_in + k0, sums, 2 * stride, n, w)
+        store_prefix(d_flat, s3 * n_in + k0, sums, 3 * stride, n, w)
 
 
 @njit(**NOALIAS)
@@ -153,14 +122,14 @@ def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     """BP2, δ^{l-1}_sk = (Σ_j w^l_jk δ^l_sj) σ'(z^{l-1}_sk).
 
     128 bytes of columns k at a time (:func:`_columns`; a last 16 or fewer as one
-    16-lane block), four or five examples at a time (:func:`_five_rows`): their rows of
-    δ^{l-1} are summed in registers over all j (one row of W loaded per j, a
-    multiply-add with δ^l_sj broadcast per example) and stored; then all m rows are
-    scaled by σ'. Same arguments as :func:`fastbp.kernels.blocked.backward_ser`.
+    16-lane block), four examples at a time: their four rows of δ^{l-1} are summed in
+    registers over all j (one row of W loaded per j, four multiply-adds with δ^l_sj
+    broadcast) and stored; then all m rows are scaled by σ'. Same arguments as
+    :func:`fastbp.kernels.blocked.backward_ser`.
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
-    acc = mat(scratch(SUMS, zero), 0, ROWS, WIDTH)
+    acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
     tail = scratch(WIDTH, zero)
     step = _columns(W)
     for k0 in range(0, n_in, step):
@@ -172,40 +141,39 @@ def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
 
 
 @njit(inline="always", **SERIAL)
-def _forward_block(A_prev, qs, n_in, wt_flat, brow, s0, Z, acc, w):
-    """Z's rows s0 .. s0 + len(qs) - 1 (those < m, see _four): b + Σ_k a_{q,k} W^T[k]
-    for the input rows q in qs."""
-    n_out = Z.shape[1]
-    m = Z.shape[0]
-    sums = flat(acc)
-    # the sums start from b (adding it after them took a scalar pass over the rows)
-    for c in range(w):
-        for r in range(len(qs)):
-            acc[r, c] = brow[c]
-    for k in range(n_in):
-        _add_rows(acc, wt_flat, k * w, A_prev, qs, k, w)
-    for r in range(len(qs)):
-        store_prefix(flat(Z), min(s0 + r, m - 1) * n_out, sums, r * acc.shape[1], n_out, w)
-
-
-@njit(inline="always", **SERIAL)
 def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w, zero):
-    """Z's first m rows, four or five examples at a time."""
+    """Z's first m rows: b + Σ_k a_{rows[s],k} W^T[k], four examples at a time."""
     n_out, n_in = W.shape
     # W^T, by input k: WT[k, :w] = w_·k, then zeros
     for k in range(n_in):
         for c in range(w):
             WT[k, c] = W[c, k] if c < n_out else zero
     load_prefix(brow, 0, b, 0, n_out, w)
-    zm = mat(flat(Z), 0, m, n_out)
-    if _five_rows(m):
-        for s0 in range(0, m, 5):
-            _forward_block(A_prev, _five(s0, m - 1, rows), n_in, flat(WT), brow, s0, zm, acc,
-                           w)
-    else:
-        for s0 in range(0, m, 4):
-            _forward_block(A_prev, _four(s0, m - 1, rows), n_in, flat(WT), brow, s0, zm, acc,
-                           w)
+    z_flat = flat(Z)
+    wt_flat = flat(WT)
+    sums = flat(acc)
+    stride = acc.shape[1]
+    for s0 in range(0, m, 4):
+        s1 = min(s0 + 1, m - 1)  # as in _backward_columns
+        s2 = min(s0 + 2, m - 1)
+        s3 = min(s0 + 3, m - 1)
+        q0 = rows[s0]
+        q1 = rows[s1]
+        q2 = rows[s2]
+        q3 = rows[s3]
+        # the sums start from b (adding it after them took a scalar pass over the rows)
+        for c in range(w):
+            acc[0, c] = brow[c]
+            acc[1, c] = brow[c]
+            acc[2, c] = brow[c]
+            acc[3, c] = brow[c]
+        for k in range(n_in):
+            _add_row(acc, wt_flat, k * w, A_prev[q0, k], A_prev[q1, k], A_prev[q2, k],
+                     A_prev[q3, k], w)
+        store_prefix(z_flat, s0 * n_out, sums, 0, n_out, w)
+        store_prefix(z_flat, s1 * n_out, sums, stride, n_out, w)
+        store_prefix(z_flat, s2 * n_out, sums, 2 * stride, n_out, w)
+        store_prefix(z_flat, s3 * n_out, sums, 3 * stride, n_out, w)
 
 
 @njit(**NOALIAS)
@@ -214,9 +182,9 @@ def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
     n_l <= :data:`FORWARD_WIDTH` and n_{l-1} <= :data:`WIDTH`.
 
     W^T is first copied to the stack (row k: the weights of input k, zero-padded to 16
-    lanes). Four or five examples at a time (:func:`_five_rows`): their rows of z are
-    summed in registers over all k (one row of W^T loaded per k, a multiply-add with
-    a_sk broadcast per example), then stored; σ (or softmax) follows row by row. Same arguments as
+    lanes). Four examples at a time: their four rows of z are summed in registers over
+    all k (one row of W^T loaded per k, four multiply-adds with a_sk broadcast), then
+    stored; σ (or softmax) follows row by row. Same arguments as
     :func:`fastbp.kernels.blocked.forward_ser`, which wider layers are handed to (their
     W^T would not fit in the stack's copy).
     """
@@ -225,7 +193,7 @@ def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
         forward_ser(A_prev, rows, W, b, act, m, Z, A)
         return
     zero = W.dtype.type(0)
-    acc = mat(scratch(SUMS, zero), 0, ROWS, WIDTH)
+    acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
     brow = scratch(WIDTH, zero)
     WT = mat(scratch(PACKED, zero), 0, n_in, FORWARD_WIDTH)
     _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, FORWARD_WIDTH, zero)
@@ -239,45 +207,46 @@ def _store_row(C, j, k0, n, add, coef, acc, r, w):
 
 
 @njit(inline="always", **SERIAL)
-def _gradient_rows(DT, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, bsum, js, k0, w,
-                   zero):
-    """Columns k0 .. k0 + w - 1 (those < n_in) of the rows js of C (those < n_out, see
-    _four): coef Σ_s δ_sj a_{rows[s]} (added to C when ``add``), and gb_j = scale Σ_s δ_sj
-    (every block of columns stores the same sums of δ)."""
+def _gradient_rows(D, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, j0, k0, w, zero):
+    """Columns k0 .. k0 + w - 1 (those < n_in) of the rows j0 .. j0 + 3 (those < n_out)
+    of C: coef Σ_s δ_sj a_{rows[s]} (added to C when ``add``), and gb_j = scale Σ_s δ_sj."""
     n_out, n_in = C.shape
     n = min(w, n_in - k0)
     inside = _rows_inside(A_prev.shape[0], n_in, k0, w)
     a_flat = flat(A_prev)
-    _zero_rows(acc, len(js), w, zero)
-    for r in range(len(js)):
-        bsum[r] = zero
+    j1 = min(j0 + 1, n_out - 1)  # rows past the layer repeat its last (never stored)
+    j2 = min(j0 + 2, n_out - 1)
+    j3 = min(j0 + 3, n_out - 1)
+    _zero_rows(acc, w, zero)
+    b0 = b1 = b2 = b3 = zero
     for s in range(m):
-        for r in range(len(js)):
-            bsum[r] += DT[js[r], s]
-        q = rows[s]
-        if q < inside:
-            _add_rows(acc, a_flat, q * n_in + k0, DT, js, s, w)
+        d0 = D[s, j0]
+        d1 = D[s, j1]
+        d2 = D[s, j2]
+        d3 = D[s, j3]
+        b0 += d0
+        b1 += d1
+        b2 += d2
+        b3 += d3
+        r = rows[s]
+        if r < inside:
+            _add_row(acc, a_flat, r * n_in + k0, d0, d1, d2, d3, w)
         else:
-            load_prefix(tail, 0, a_flat, q * n_in + k0, n, w)
-            _add_rows(acc, tail, 0, DT, js, s, w)
-    for r in range(len(js)):
-        if js[0] + r < n_out:
-            _store_row(C, js[r], k0, n, add, coef, acc, r, w)
-            gb[js[r]] = bsum[r] * scale
-
-
-@njit(inline="always", **SERIAL)
-def _gradient_block(DT, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, bsum, js, zero):
-    """The rows js of C and gb over all columns, 128 bytes of them at a time."""
-    n_in = C.shape[1]
-    step = _columns(C)
-    for k0 in range(0, n_in, step):
-        if n_in - k0 <= 16 or step == 16:
-            _gradient_rows(DT, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, bsum, js,
-                           k0, 16, zero)
-        else:
-            _gradient_rows(DT, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, bsum, js,
-                           k0, WIDTH, zero)
+            load_prefix(tail, 0, a_flat, r * n_in + k0, n, w)
+            _add_row(acc, tail, 0, d0, d1, d2, d3, w)
+    # rows of the sums by constant index only (see _backward_columns); every block of
+    # columns stores the same sums of δ
+    _store_row(C, j0, k0, n, add, coef, acc, 0, w)
+    gb[j0] = b0 * scale
+    if j0 + 1 < n_out:
+        _store_row(C, j1, k0, n, add, coef, acc, 1, w)
+        gb[j1] = b1 * scale
+    if j0 + 2 < n_out:
+        _store_row(C, j2, k0, n, add, coef, acc, 2, w)
+        gb[j2] = b2 * scale
+    if j0 + 3 < n_out:
+        _store_row(C, j3, k0, n, add, coef, acc, 3, w)
+        gb[j3] = b3 * scale
 
 
 @njit(**NOALIAS)
@@ -285,10 +254,9 @@ def gradient_step_narrow(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, mo
                          decay, apply):
     """BP3/BP4 and the SGD step, as :func:`fastbp.kernels.blocked.gradient_step_ser`.
 
-    Four or five rows j of ∂C/∂W at a time (:func:`_five_rows`), 128 bytes of columns
-    at a time (as :func:`backward_narrow`), are summed in registers over all m examples
-    (one input row loaded per example, a multiply-add with δ_sj broadcast per row), then
-    scaled
+    Four rows j of ∂C/∂W at a time, 128 bytes of columns at a time (as
+    :func:`backward_narrow`), are summed in registers over all m examples (one input
+    row loaded per example, four multiply-adds with δ_sj broadcast), then scaled
     and stored: ∂C/∂w_jk = scale Σ_s δ_sj a_sk, or for a plain SGD step (no momentum,
     no decay) w_jk += (-η scale) Σ_s δ_sj a_sk straight into W. Each block of rows takes
     its step (momentum, decay) right after, as the blocked kernel does; the biases take
@@ -300,20 +268,19 @@ def gradient_step_narrow(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, mo
     direct = mode == DIRECT
     coef = -(lr * scale) if direct else scale
     C = W if direct else gW
-    acc = mat(scratch(SUMS, zero), 0, ROWS, WIDTH)
-    bsum = scratch(ROWS, zero)
+    acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
     tail = scratch(WIDTH, zero)
-    DT = D.T  # the coefficients of a row of sums: δ_sj for its j (a column of D)
-    size = 5 if _five_rows(n_out) else 4
-    for j0 in range(0, n_out, size):
-        if size == 5:
-            _gradient_block(DT, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc, bsum,
-                            _five(j0, n_out - 1, None), zero)
-        else:
-            _gradient_block(DT, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc, bsum,
-                            _four(j0, n_out - 1, None), zero)
+    step = _columns(W)
+    for j0 in range(0, n_out, 4):
+        for k0 in range(0, n_in, step):
+            if n_in - k0 <= 16 or step == 16:
+                _gradient_rows(D, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc,
+                               j0, k0, 16, zero)
+            else:
+                _gradient_rows(D, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc,
+                               j0, k0, WIDTH, zero)
         if mode == STEP:
-            sgd_range(flat(W), flat(VW), flat(gW), j0 * n_in, min(j0 + size, n_out) * n_in,
+            sgd_range(flat(W), flat(VW), flat(gW), j0 * n_in, min(j0 + 4, n_out) * n_in,
                       lr, momentum, decay)
     if mode != GRADIENT:  # biases are not decayed; all in one pass (a few elements)
         sgd_range(b, Vb, gb, 0, n_out, lr, momentum, zero)
