@@ -133,25 +133,17 @@ NARROW_MAX_WIDTH = 32
 #: Fewest neurons (n_l) from which a serial BP2 over a wider input also runs the narrow
 #: kernel: its sum over j is then long enough to repay each block's stores. Kernel A/B,
 #: 8 to 30 neurons over 40- to 100-wide inputs: float32 1.08-1.7x, float64 0.93-1.22x;
-#: 4 neurons over 200 inputs: float32 1.09x, float64 0.87x.
+#: 4 neurons over 200 inputs: float32 1.09x, float64 0.87x. Wider gradient steps stay
+#: blocked (100-wide rows: float32 0.92-1.13x, float64 0.86-1.03x).
 NARROW_BACKWARD_MIN_OUTPUTS = 8
-
-#: Bytes of an input row (n_{l-1} × itemsize) up to which a gradient step over an input
-#: wider than ``NARROW_MAX_WIDTH`` also runs the narrow kernel, if the layer has at least
-#: ``NARROW_GRADIENT_MIN_OUTPUTS`` neurons. Kernel A/B against the blocked kernel, m = 32,
-#: 4-32 neurons: float32 over 64-200 inputs 1.14-1.55x, 256: 1.00-1.03x, 512: 0.81-0.97x;
-#: float64 over 64-128 inputs 1.01-1.41x, 200-256: 0.75-0.99x. One or two neurons over
-#: 100-200 inputs (blocks of four rows, mostly repeats): 0.42-0.76x.
-NARROW_GRADIENT_MAX_BYTES = 1024
-#: See ``NARROW_GRADIENT_MAX_BYTES`` (3 neurons over 64 inputs: 1.33-1.41x).
-NARROW_GRADIENT_MIN_OUTPUTS = 3
 
 #: Bytes of work (batch × n_out × n_in × itemsize) up to which a layer's narrow kernels
 #: run serially although the work reaches ``PARALLEL_MIN_WORK``: 131072 multiply-adds in
 #: float32, 65536 in float64. Kernel A/B against the parallel blocked kernels on 2
-#: threads, 41-131 thousand multiply-adds: float32 forward 1.8-2.7x, BP2 1.04-2.8x,
-#: gradient step 1.2-3.2x; float64 up to 65536: BP2 1.07-1.44x, gradient step 1.1-1.7x,
-#: at 100-131 thousand BP2 0.77-1.10x, gradient step 0.86-1.24x (forward 1.2-1.5x).
+#: threads, 33-131 thousand multiply-adds (16-32 neurons over 16-32 inputs, 10-16 over
+#: 64-100 for BP2): float32 gradient step 1.7-4.6x, BP2 1.1-3.4x, forward 2.0-3.3x;
+#: float64 up to 65536: gradient step 1.6-2.4x, BP2 1.2-2.2x, forward 1.3-1.9x, but at
+#: 100-131 thousand gradient step 0.84-1.8x, BP2 0.78-1.7x.
 NARROW_SERIAL_MAX_BYTES = 524288
 
 #: Smallest minibatch whose serial forward pass runs the narrow kernel

@@ -17,8 +17,6 @@ from ._config import (
     NARROW_FORWARD_MIN_BATCH,
     NARROW_FORWARD_OUTPUTS,
     NARROW_BACKWARD_MIN_OUTPUTS,
-    NARROW_GRADIENT_MAX_BYTES,
-    NARROW_GRADIENT_MIN_OUTPUTS,
     NARROW_MAX_WIDTH,
     NARROW_SERIAL_MAX_BYTES,
     PARALLEL_MIN_WORK,
@@ -282,11 +280,11 @@ class Network:
 
         Each of a layer's three kernels runs the narrow kernel where its shape suits it:
         BP2 or the gradient step over a narrow input (``NARROW_MAX_WIDTH``), BP2 of a
-        layer of several neurons (``NARROW_BACKWARD_MIN_OUTPUTS``), the gradient step over
-        a short input row (``NARROW_GRADIENT_*``), the forward pass of a narrow layer over
-        a narrow input (``NARROW_FORWARD_OUTPUTS``, ``NARROW_FORWARD_MIN_BATCH``), unless
-        its work (batch × n_out × n_in multiply-adds) is more than a serial narrow kernel
-        does faster (``NARROW_SERIAL_MAX_BYTES``). Otherwise it runs in parallel when
+        layer of several neurons (``NARROW_BACKWARD_MIN_OUTPUTS``), the forward pass of a
+        narrow layer over a narrow input (``NARROW_FORWARD_OUTPUTS``,
+        ``NARROW_FORWARD_MIN_BATCH``), unless its work (batch × n_out × n_in
+        multiply-adds) is more than a serial narrow kernel does faster
+        (``NARROW_SERIAL_MAX_BYTES``). Otherwise it runs in parallel when
         its work repays a parallel region (``PARALLEL_MIN_WORK``) and its parallel loop
         has more than one block, and the serial blocked kernel if not. The choices depend
         on shapes alone, never on the thread count.
@@ -303,8 +301,7 @@ class Network:
                 n_in <= NARROW_MAX_WIDTH and n_out in NARROW_FORWARD_OUTPUTS
                 and batch >= NARROW_FORWARD_MIN_BATCH,
                 n_in <= NARROW_MAX_WIDTH or n_out >= NARROW_BACKWARD_MIN_OUTPUTS,
-                n_in <= NARROW_MAX_WIDTH or (n_in * itemsize <= NARROW_GRADIENT_MAX_BYTES
-                                             and n_out >= NARROW_GRADIENT_MIN_OUTPUTS),
+                n_in <= NARROW_MAX_WIDTH,
             )
             parallel = (big and n_out > 4, big and batch > 4, big and n_out > 1)
             serial = work * itemsize <= NARROW_SERIAL_MAX_BYTES
