@@ -1,13 +1,13 @@
 """One place for the settings every kernel shares.
 
-``FASTMATH_FLAGS`` is fastbp's fastmath setting: every ``@njit`` reads it (the exponential
-of :mod:`fastbp.kernels.layers` reads ``EXP_FLAGS``, the same less re-association). It
-allows re-association, contraction into FMA, reciprocal and approximate-function
-transforms and ignores the sign of zero, but leaves out ``nnan`` and ``ninf`` so that a
-NaN or an infinity keeps its meaning (a diverging run shows up as NaN instead of being
-optimised away). Re-association only changes the order of a sum *within* one output
-element, and that order is the same whatever the thread count, so results stay
-bitwise reproducible.
+Every ``@njit`` is compiled without fast-math flags: LLVM may then change neither the
+order of a sum nor a rounding, so a kernel's arithmetic is exactly its source's
+(multiply-adds are written as :func:`fastbp.kernels.lanes.fma`, sums that vectorise are
+written as rows of lanes). This is what makes results bitwise reproducible. Numba links
+a copy of each compiled callee into every caller and optimises the copies again with
+their callers, and a process then runs whichever copy of a function it loaded first;
+under re-association the copies had summed in different orders, so a network's last
+bits depended on which others the process had trained before (from the disk cache).
 
 ``CACHE`` turns on Numba's on-disk cache of compiled kernels, so that only the first run on
 a machine pays the compile time (seconds per dtype); ``FASTBP_CACHE=0`` turns it off. Numba
@@ -33,12 +33,6 @@ from pathlib import Path
 import filelock
 import numba
 from numba.core import compiler
-
-FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
-#: The same without re-association, for the exponential of :mod:`fastbp.kernels.layers`,
-#: whose rounding to an integer by adding and subtracting 1.5·2^52 (or 1.5·2^23) must
-#: not be folded away; instructions keep their own flags when LLVM inlines them.
-EXP_FLAGS = FASTMATH_FLAGS - {"reassoc"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -77,9 +71,10 @@ CACHE = os.environ.get("FASTBP_CACHE", "1") != "0" and _cache_writable()
 
 #: Keyword arguments of every serial kernel and driver. ``error_model="numpy"``: a
 #: division by zero gives inf or NaN as in NumPy (kernels never raise).
-SERIAL = dict(fastmath=set(FASTMATH_FLAGS), cache=CACHE, nogil=True, error_model="numpy")
-#: Compile options of that exponential (a Numba overload, compiled into its callers).
-EXP_JIT = dict(fastmath=set(EXP_FLAGS), error_model="numpy")
+SERIAL = dict(fastmath=False, cache=CACHE, nogil=True, error_model="numpy")
+#: Compile options of the exponential and tanh (Numba overloads, compiled into their
+#: callers).
+EXP_JIT = dict(fastmath=False, error_model="numpy")
 #: Keyword arguments of every parallel kernel.
 PARALLEL = dict(SERIAL, parallel=True)
 

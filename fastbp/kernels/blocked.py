@@ -29,51 +29,68 @@ from .layers import (
     sgd_range,
     softmax_row,
 )
+from .lanes import (
+    fma,
+    load_prefix,
+    row_fill,
+    row_sum,
+    rows_fma_outer,
+    scratch,
+    vector_lanes,
+)
 from .views import flat
 
 ZERO = np.float32(0.0)
 HALF = np.float32(0.5)
 ONE = np.float32(1.0)
+#: Elements of :func:`_dots`'s sums on the stack: 16 rows of up to 16 lanes.
+DOT_SUMS = 256
 
 
 @njit(inline="always", **SERIAL)
-def _dot4x4(W, A, j0, j1, j2, j3, r0, r1, r2, r3, n, zero):
-    """The 16 dot products W[j_a, :] · A[r_b, :], accumulated in registers.
+def _dots(W, A, j0, j1, j2, j3, r0, r1, r2, r3, nb, n, acc, pad, zero):
+    """The 4 × nb dot products W[j_a, :] · A[r_b, :] (nb = 4, or 2 for b < 2), returned
+    as the 16 values acc[(4a + b) L] (L = :func:`.lanes.vector_lanes`: one vector register).
 
-    With re-association allowed, the k loop vectorises: per vector of k it loads four
-    rows of W and four of A and issues sixteen fused multiply-adds.
+    Each product is summed in L lanes: lane t adds w_jk a_rk for k ≡ t (mod L) in
+    ascending order of k, one fma each, in registers (per vector of k: four rows of W
+    and nb rows of A loaded, 4 nb vector fmas). The last n mod L columns are first copied
+    into zero-padded rows (``pad``, 8 rows of 16) and added in the same way. Then the
+    lanes are added pairwise: t + L/2 into t, then t + L/4, ... down to lane 0. This
+    order is written out, so no compiler may change it (the kernels are compiled without
+    re-association, which LLVM needs to vectorise a sum on its own).
     """
-    c00 = c01 = c02 = c03 = zero
-    c10 = c11 = c12 = c13 = zero
-    c20 = c21 = c22 = c23 = zero
-    c30 = c31 = c32 = c33 = zero
-    for k in range(n):
-        w0 = W[j0, k]
-        w1 = W[j1, k]
-        w2 = W[j2, k]
-        w3 = W[j3, k]
-        a0 = A[r0, k]
-        a1 = A[r1, k]
-        a2 = A[r2, k]
-        a3 = A[r3, k]
-        c00 += w0 * a0
-        c01 += w0 * a1
-        c02 += w0 * a2
-        c03 += w0 * a3
-        c10 += w1 * a0
-        c11 += w1 * a1
-        c12 += w1 * a2
-        c13 += w1 * a3
-        c20 += w2 * a0
-        c21 += w2 * a1
-        c22 += w2 * a2
-        c23 += w2 * a3
-        c30 += w3 * a0
-        c31 += w3 * a1
-        c32 += w3 * a2
-        c33 += w3 * a3
-    return (c00, c01, c02, c03, c10, c11, c12, c13,
-            c20, c21, c22, c23, c30, c31, c32, c33)
+    L = vector_lanes(zero)
+    for i in range(16):
+        row_fill(acc, i * L, zero, 0)
+    n_in = W.shape[1]
+    w_flat = flat(W)
+    a_flat = flat(A)
+    wo = (j0 * n_in, j1 * n_in, j2 * n_in, j3 * n_in)
+    ao = (r0 * n_in, r1 * n_in, r2 * n_in, r3 * n_in)
+    n_full = n - n % L
+    for k in range(0, n_full, L):
+        if nb == 4:
+            rows_fma_outer(acc, w_flat, (wo[0] + k, wo[1] + k, wo[2] + k, wo[3] + k),
+                           a_flat, (ao[0] + k, ao[1] + k, ao[2] + k, ao[3] + k))
+        else:
+            rows_fma_outer(acc, w_flat, (wo[0] + k, wo[1] + k, wo[2] + k, wo[3] + k),
+                           a_flat, (ao[0] + k, ao[1] + k))
+    if n_full < n:
+        rest = n - n_full
+        for i in range(4):
+            load_prefix(pad, 16 * i, w_flat, wo[i] + n_full, rest, 16)
+            load_prefix(pad, 64 + 16 * i, a_flat, ao[i] + n_full, rest, 16)
+        if nb == 4:
+            rows_fma_outer(acc, pad, (0, 16, 32, 48), pad, (64, 80, 96, 112))
+        else:
+            rows_fma_outer(acc, pad, (0, 16, 32, 48), pad, (64, 80))
+    return (row_sum(acc, 0, 0), row_sum(acc, L, 0), row_sum(acc, 2 * L, 0),
+            row_sum(acc, 3 * L, 0), row_sum(acc, 4 * L, 0), row_sum(acc, 5 * L, 0),
+            row_sum(acc, 6 * L, 0), row_sum(acc, 7 * L, 0), row_sum(acc, 8 * L, 0),
+            row_sum(acc, 9 * L, 0), row_sum(acc, 10 * L, 0), row_sum(acc, 11 * L, 0),
+            row_sum(acc, 12 * L, 0), row_sum(acc, 13 * L, 0), row_sum(acc, 14 * L, 0),
+            row_sum(acc, 15 * L, 0))
 
 
 @njit(inline="always", **SERIAL)
@@ -103,10 +120,10 @@ def _add4x4(C, o0, o1, o2, o3, B, r0, r1, r2, r3, n, keep,
         c1 = C[o1, k] if keep else zero
         c2 = C[o2, k] if keep else zero
         c3 = C[o3, k] if keep else zero
-        C[o0, k] = c0 + ((d00 * b0 + d01 * b1) + (d02 * b2 + d03 * b3))
-        C[o1, k] = c1 + ((d10 * b0 + d11 * b1) + (d12 * b2 + d13 * b3))
-        C[o2, k] = c2 + ((d20 * b0 + d21 * b1) + (d22 * b2 + d23 * b3))
-        C[o3, k] = c3 + ((d30 * b0 + d31 * b1) + (d32 * b2 + d33 * b3))
+        C[o0, k] = fma(d03, b3, fma(d02, b2, fma(d01, b1, fma(d00, b0, c0))))
+        C[o1, k] = fma(d13, b3, fma(d12, b2, fma(d11, b1, fma(d10, b0, c1))))
+        C[o2, k] = fma(d23, b3, fma(d22, b2, fma(d21, b1, fma(d20, b0, c2))))
+        C[o3, k] = fma(d33, b3, fma(d32, b2, fma(d31, b1, fma(d30, b0, c3))))
 
 
 @njit(**NOALIAS)
@@ -126,10 +143,10 @@ def _add4x2(C, o0, o1, o2, o3, B, r0, r1, n, keep, d00, d01, d10, d11, d20, d21,
         c1 = C[o1, k] if keep else zero
         c2 = C[o2, k] if keep else zero
         c3 = C[o3, k] if keep else zero
-        C[o0, k] = c0 + (d00 * b0 + d01 * b1)
-        C[o1, k] = c1 + (d10 * b0 + d11 * b1)
-        C[o2, k] = c2 + (d20 * b0 + d21 * b1)
-        C[o3, k] = c3 + (d30 * b0 + d31 * b1)
+        C[o0, k] = fma(d01, b1, fma(d00, b0, c0))
+        C[o1, k] = fma(d11, b1, fma(d10, b0, c1))
+        C[o2, k] = fma(d21, b1, fma(d20, b0, c2))
+        C[o3, k] = fma(d31, b1, fma(d30, b0, c3))
 
 
 @njit(inline="always", **SERIAL)
@@ -143,61 +160,15 @@ def _zero4(C, o0, o1, o2, o3, n, zero):
 
 
 @njit(inline="always", **SERIAL)
-def _dot4x1(W, A, j0, r, n, zero):
-    """The 4 dot products W[j0 + a, :] · A[r, :], for an example left over by the
-    4 × 4 blocks."""
-    c0 = c1 = c2 = c3 = zero
-    for k in range(n):
-        a = A[r, k]
-        c0 += W[j0, k] * a
-        c1 += W[j0 + 1, k] * a
-        c2 += W[j0 + 2, k] * a
-        c3 += W[j0 + 3, k] * a
-    return c0, c1, c2, c3
-
-
-@njit(inline="always", **SERIAL)
-def _dot4x2(W, A, j0, j1, j2, j3, r0, r1, n, zero):
-    """The 8 dot products W[j_a, :] · A[r_b, :]: the block's four neurons for the two
-    examples left over by the 4 × 4 blocks (six loads per eight multiply-adds, against
-    five per four one by one), or, with the arrays' roles swapped, four examples for the
-    last one or two neurons of a layer."""
-    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = zero
-    for k in range(n):
-        a0 = A[r0, k]
-        a1 = A[r1, k]
-        w0 = W[j0, k]
-        w1 = W[j1, k]
-        w2 = W[j2, k]
-        w3 = W[j3, k]
-        c00 += w0 * a0
-        c01 += w0 * a1
-        c10 += w1 * a0
-        c11 += w1 * a1
-        c20 += w2 * a0
-        c21 += w2 * a1
-        c30 += w3 * a0
-        c31 += w3 * a1
-    return c00, c01, c10, c11, c20, c21, c30, c31
-
-
-@njit(inline="always", **SERIAL)
-def _store(Z, b, s, j0, c0, c1, c2, c3):
-    """z_{s,j} = c + b_j for the four neurons j0..j0+3 of example s."""
-    Z[s, j0] = c0 + b[j0]
-    Z[s, j0 + 1] = c1 + b[j0 + 1]
-    Z[s, j0 + 2] = c2 + b[j0 + 2]
-    Z[s, j0 + 3] = c3 + b[j0 + 3]
-
-
-@njit(inline="always", **SERIAL)
-def _store_left(Z, b, s, j0, n_out, c0, c1, c2):
-    """z_{s,j} = c + b_j for the last neurons j0 <= j < n_out (one to three) of a layer."""
+def _store(Z, b, s, j0, n_out, c0, c1, c2, c3):
+    """z_{s,j} = c + b_j for the neurons j0 <= j < min(j0 + 4, n_out) of example s."""
     Z[s, j0] = c0 + b[j0]
     if j0 + 1 < n_out:
         Z[s, j0 + 1] = c1 + b[j0 + 1]
     if j0 + 2 < n_out:
         Z[s, j0 + 2] = c2 + b[j0 + 2]
+    if j0 + 3 < n_out:
+        Z[s, j0 + 3] = c3 + b[j0 + 3]
 
 
 @njit(**NOALIAS)
@@ -211,58 +182,29 @@ def _forward_block(A_prev, rows, W, b, m, Z, j0, n_out, n_in, zero):
     serial, the parallel and the fused kernels, each of which otherwise compiles its own
     copies (the first cold fit took twice as long).
     """
-    m_full = m - m % 4
-    if j0 + 4 <= n_out:
-        j1 = j0 + 1
-        j2 = j0 + 2
-        j3 = j0 + 3
-        for s0 in range(0, m_full, 4):
-            s1 = s0 + 1
-            s2 = s0 + 2
-            s3 = s0 + 3
-            c = _dot4x4(W, A_prev, j0, j1, j2, j3, rows[s0], rows[s1], rows[s2],
-                        rows[s3], n_in, zero)
-            _store(Z, b, s0, j0, c[0], c[4], c[8], c[12])
-            _store(Z, b, s1, j0, c[1], c[5], c[9], c[13])
-            _store(Z, b, s2, j0, c[2], c[6], c[10], c[14])
-            _store(Z, b, s3, j0, c[3], c[7], c[11], c[15])
-        s = m_full
-        if s + 2 <= m:
-            c = _dot4x2(W, A_prev, j0, j1, j2, j3, rows[s], rows[s + 1], n_in, zero)
-            _store(Z, b, s, j0, c[0], c[2], c[4], c[6])
-            _store(Z, b, s + 1, j0, c[1], c[3], c[5], c[7])
-            s += 2
-        if s < m:
-            c = _dot4x1(W, A_prev, j0, rows[s], n_in, zero)
-            _store(Z, b, s, j0, c[0], c[1], c[2], c[3])
-    else:  # the last 1-3 neurons: their rows repeated to fill a 4 × 4 block
-        j_last = n_out - 1
-        j1 = min(j0 + 1, j_last)
-        j2 = min(j0 + 2, j_last)
-        for s0 in range(0, m, 4):
-            s1 = min(s0 + 1, m - 1)
-            s2 = min(s0 + 2, m - 1)
-            s3 = min(s0 + 3, m - 1)
-            if j0 + 2 < n_out:
-                c = _dot4x4(W, A_prev, j0, j1, j2, j_last, rows[s0], rows[s1], rows[s2],
-                            rows[s3], n_in, zero)
-                _store_left(Z, b, s0, j0, n_out, c[0], c[4], c[8])
-                if s0 + 1 < m:
-                    _store_left(Z, b, s1, j0, n_out, c[1], c[5], c[9])
-                if s0 + 2 < m:
-                    _store_left(Z, b, s2, j0, n_out, c[2], c[6], c[10])
-                if s0 + 3 < m:
-                    _store_left(Z, b, s3, j0, n_out, c[3], c[7], c[11])
-            else:
-                c = _dot4x2(A_prev, W, rows[s0], rows[s1], rows[s2], rows[s3], j0, j1,
-                            n_in, zero)
-                _store_left(Z, b, s0, j0, n_out, c[0], c[1], zero)
-                if s0 + 1 < m:
-                    _store_left(Z, b, s1, j0, n_out, c[2], c[3], zero)
-                if s0 + 2 < m:
-                    _store_left(Z, b, s2, j0, n_out, c[4], c[5], zero)
-                if s0 + 3 < m:
-                    _store_left(Z, b, s3, j0, n_out, c[6], c[7], zero)
+    j_last = n_out - 1
+    j1 = min(j0 + 1, j_last)  # the last 1-3 neurons repeat the last row (not stored)
+    j2 = min(j0 + 2, j_last)
+    j3 = min(j0 + 3, j_last)
+    acc = scratch(DOT_SUMS, zero)
+    pad = scratch(128, zero)
+    for s0 in range(0, m, 4):
+        s1 = min(s0 + 1, m - 1)  # the last 1-3 examples likewise
+        s2 = min(s0 + 2, m - 1)
+        s3 = min(s0 + 3, m - 1)
+        if s0 + 2 < m:
+            c = _dots(W, A_prev, j0, j1, j2, j3, rows[s0], rows[s1], rows[s2], rows[s3], 4,
+                      n_in, acc, pad, zero)
+        else:  # two or one example(s) left: a 4 × 2 block
+            c = _dots(W, A_prev, j0, j1, j2, j3, rows[s0], rows[s1], rows[s1], rows[s1], 2,
+                      n_in, acc, pad, zero)
+        _store(Z, b, s0, j0, n_out, c[0], c[4], c[8], c[12])
+        if s0 + 1 < m:
+            _store(Z, b, s1, j0, n_out, c[1], c[5], c[9], c[13])
+        if s0 + 2 < m:
+            _store(Z, b, s2, j0, n_out, c[2], c[6], c[10], c[14])
+        if s0 + 3 < m:
+            _store(Z, b, s3, j0, n_out, c[3], c[7], c[11], c[15])
 
 
 @njit(inline="always", **SERIAL)
@@ -358,10 +300,10 @@ def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
                     p1 = D_prev[s1, k]
                     p2 = D_prev[s2, k]
                     p3 = D_prev[s3, k]
-                    D_prev[s0, k] = p0 + w * d0
-                    D_prev[s1, k] = p1 + w * d1
-                    D_prev[s2, k] = p2 + w * d2
-                    D_prev[s3, k] = p3 + w * d3
+                    D_prev[s0, k] = fma(w, d0, p0)
+                    D_prev[s1, k] = fma(w, d1, p1)
+                    D_prev[s2, k] = fma(w, d2, p2)
+                    D_prev[s3, k] = fma(w, d3, p3)
         else:
             for s in range(s0, m):
                 for k in range(n_in):
@@ -372,12 +314,12 @@ def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
                     d2 = D[s, j0 + 2]
                     d3 = D[s, j0 + 3]
                     for k in range(n_in):
-                        D_prev[s, k] += (W[j0, k] * d0 + W[j0 + 1, k] * d1) + (
-                            W[j0 + 2, k] * d2 + W[j0 + 3, k] * d3)
+                        D_prev[s, k] = fma(W[j0 + 3, k], d3, fma(W[j0 + 2, k], d2, fma(
+                            W[j0 + 1, k], d1, fma(W[j0, k], d0, D_prev[s, k]))))
                 for j in range(j_full, n_out):
                     d = D[s, j]
                     for k in range(n_in):
-                        D_prev[s, k] += W[j, k] * d
+                        D_prev[s, k] = fma(W[j, k], d, D_prev[s, k])
         derivative_scale(act_prev, d_flat, z_flat, a_flat, s0 * n_in, min(s0 + 4, m) * n_in)
 
 
@@ -484,8 +426,8 @@ def _gradient_rows2(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
             b3 = A_prev[q3, k]
             c0 = gW[j0, k] if keep else zero
             c1 = gW[j1, k] if keep else zero
-            gW[j1, k] = c1 + ((d10 * b0 + d11 * b1) + (d12 * b2 + d13 * b3))
-            gW[j0, k] = c0 + ((d00 * b0 + d01 * b1) + (d02 * b2 + d03 * b3))
+            gW[j1, k] = fma(d13, b3, fma(d12, b2, fma(d11, b1, fma(d10, b0, c1))))
+            gW[j0, k] = fma(d03, b3, fma(d02, b2, fma(d01, b1, fma(d00, b0, c0))))
     return sb0, sb1
 
 
@@ -512,8 +454,8 @@ def _gradient_row(D, A_prev, rows, m, coef, gW, j, n_in, zero, add):
         keep = add or s0 > 0
         for k in range(n_in):
             c = gW[j, k] if keep else zero
-            gW[j, k] = c + ((d0 * A_prev[r0, k] + d1 * A_prev[r1, k]) + (
-                d2 * A_prev[r2, k] + d3 * A_prev[r3, k]))
+            gW[j, k] = fma(d3, A_prev[r3, k], fma(d2, A_prev[r2, k], fma(
+                d1, A_prev[r1, k], fma(d0, A_prev[r0, k], c))))
     return sb
 
 

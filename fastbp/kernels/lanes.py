@@ -14,6 +14,11 @@ elements in and out of such fixed-width rows is here:
   and untouched in a stored one), so no element beyond a row is read or written.
 
 None of them checks bounds (the callers pass offsets of rows inside the arrays).
+
+Every kernel also takes its multiply-adds from here: :func:`fma` is IEEE's fused
+multiply-add, a·b + c rounded once, as one instruction. The kernels are compiled without
+fast-math flags (``fastbp._config``), so their arithmetic is exactly what the source
+says: ``fma`` where they write it and every sum in the order written.
 """
 
 from llvmlite import ir
@@ -38,6 +43,36 @@ def _width(width, name):
 def _contiguous_1d(ty, name):
     if not (isinstance(ty, types.Array) and ty.ndim == 1 and ty.layout == "C"):
         raise TypingError(f"{name}: expected a C-contiguous 1-D array, got {ty}")
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a·b + c rounded once (IEEE 754 fusedMultiplyAdd, ``llvm.fma``), in the widest of
+    the three floats' types (as ``a * b + c`` would promote). Only in compiled code
+    (Python 3.11 has no ``math.fma``)."""
+    if not all(isinstance(t, types.Float) for t in (a, b, c)):
+        raise TypingError(f"fma: expected three floats, got {a}, {b}, {c}")
+    ty = max((a, b, c), key=lambda t: t.bitwidth)
+
+    def codegen(context, builder, sig, args):
+        return builder.fma(*(context.cast(builder, v, t, ty) for v, t in zip(args, sig.args)))
+
+    return ty(a, b, c), codegen
+
+
+@intrinsic
+def vector_lanes(typingctx, zero):
+    """Elements of ``zero``'s float type in one 64-byte vector register (16 float32, 8
+    float64), as a constant LLVM sees (a loop over that many lanes is unrolled and
+    vectorised)."""
+    if not isinstance(zero, types.Float):
+        raise TypingError(f"vector_lanes: expected a float, got {zero}")
+    lanes = 512 // zero.bitwidth
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, lanes)
+
+    return types.intp(zero), codegen
 
 
 @intrinsic
@@ -180,3 +215,181 @@ def _axpy_row(context, builder, sig, args, to, frm, mask, vty, align):
     _masked_call(builder, "store", ir.VoidType(),
                  [builder.call(fma, [splat, row, old]), to, align, mask])
 
+
+
+# Rows of sums held in vector registers. The narrow kernels and the forward pass's dot
+# products keep their sums in a stack array (``scratch``) accessed only as whole
+# vectors at constant offsets, which LLVM keeps in registers; written as loops over the
+# lanes, they were left to LLVM's SLP vectoriser, which vectorised fused multiply-adds
+# (``llvm.fma`` calls) only in part.
+
+
+def _row_width(width, dtype, name):
+    """A row's lanes: the literal ``width``, or one 64-byte register's when it is 0."""
+    if not isinstance(width, types.IntegerLiteral):
+        return None
+    if width.literal_value == 0:
+        return 512 // dtype.bitwidth
+    return _width(width, name)
+
+
+def _fma_fn(builder, vty):
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
+                                          f"llvm.fma.{_vector_name(vty)}")
+
+
+def _splat(builder, value, vty):
+    v = builder.insert_element(ir.Constant(vty, ir.Undefined), value, ir.IntType(32)(0))
+    return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), vty.count),
+                                              [0] * vty.count))
+
+
+def _vptr(context, builder, aty, a, off, offty, vty):
+    return builder.bitcast(_row_ptr(context, builder, aty, a, off, offty), vty.as_pointer())
+
+
+def _rows_setup(sig, w):
+    def types_of(context):
+        ety = context.get_data_type(sig.args[0].dtype)
+        return ir.VectorType(ety, w), context.get_abi_sizeof(ety)
+    return types_of
+
+
+@intrinsic
+def row_fill(typingctx, dst, off, value, width):
+    """``dst[off:off + w] = value`` with one vector store (w: ``width``, or with 0 one
+    register's lanes)."""
+    _contiguous_1d(dst, "row_fill")
+    w = _row_width(width, dst.dtype, "row_fill")
+    if w is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty, align = _rows_setup(sig, w)(context)
+        value = context.cast(builder, args[2], sig.args[2], sig.args[0].dtype)
+        builder.store(_splat(builder, value, vty),
+                      _vptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], vty),
+                      align=align)
+        return context.get_dummy_value()
+
+    return types.none(dst, off, value, width), codegen
+
+
+@intrinsic
+def row_copy(typingctx, dst, dst_off, src, src_off, width):
+    """``dst[dst_off:dst_off + w] = src[src_off:src_off + w]``: one vector load and store."""
+    _contiguous_1d(dst, "row_copy")
+    _contiguous_1d(src, "row_copy")
+    w = _row_width(width, dst.dtype, "row_copy")
+    if w is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty, align = _rows_setup(sig, w)(context)
+        v = builder.load(_vptr(context, builder, sig.args[2], args[2], args[3], sig.args[3],
+                               vty), align=align)
+        builder.store(v, _vptr(context, builder, sig.args[0], args[0], args[1], sig.args[1],
+                               vty), align=align)
+        return context.get_dummy_value()
+
+    return types.none(dst, dst_off, src, src_off, width), codegen
+
+
+@intrinsic
+def rows_fma4(typingctx, acc, stride, src, src_off, c0, c1, c2, c3, width):
+    """``acc[r s:r s + w] = fma(c_r, src[src_off:src_off + w], acc[r s:r s + w])`` for
+    the four rows r = 0..3 (s = ``stride``): one load of the source row, four vector fused
+    multiply-adds with the coefficients broadcast."""
+    _contiguous_1d(acc, "rows_fma4")
+    _contiguous_1d(src, "rows_fma4")
+    if acc.dtype != src.dtype:
+        raise TypingError("rows_fma4: acc and src must have one dtype")
+    w = _row_width(width, acc.dtype, "rows_fma4")
+    if w is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty, align = _rows_setup(sig, w)(context)
+        fma_fn = _fma_fn(builder, vty)
+        q = builder.load(_vptr(context, builder, sig.args[2], args[2], args[3], sig.args[3],
+                               vty), align=align)
+        stride = context.cast(builder, args[1], sig.args[1], types.intp)
+        for r in range(4):
+            off = builder.mul(stride, stride.type(r))
+            p = _vptr(context, builder, sig.args[0], args[0], off, types.intp, vty)
+            coef = context.cast(builder, args[4 + r], sig.args[4 + r], sig.args[0].dtype)
+            old = builder.load(p, align=align)
+            builder.store(builder.call(fma_fn, [_splat(builder, coef, vty), q, old]), p,
+                          align=align)
+        return context.get_dummy_value()
+
+    return types.none(acc, stride, src, src_off, c0, c1, c2, c3, width), codegen
+
+
+@intrinsic
+def rows_fma_outer(typingctx, acc, x, x_offs, y, y_offs):
+    """``acc[(4a + b) L:(4a + b + 1) L] = fma(x[xo_a:xo_a + L], y[yo_b:yo_b + L], ...)``
+    lane by lane, for each offset xo_a of the tuple ``x_offs`` (at most 4) and yo_b of
+    ``y_offs`` (at most 4): L (one 64-byte register's lanes) products of each pair of rows
+    added to its row of sums, each with one fused multiply-add."""
+    for a in (acc, x, y):
+        _contiguous_1d(a, "rows_fma_outer")
+    if not (acc.dtype == x.dtype == y.dtype):
+        raise TypingError("rows_fma_outer: acc, x and y must have one dtype")
+    if not (isinstance(x_offs, types.UniTuple) and isinstance(y_offs, types.UniTuple)):
+        return None
+    na, nb = x_offs.count, y_offs.count
+    if not (1 <= na <= 4 and 1 <= nb <= 4):
+        raise TypingError("rows_fma_outer: one to four rows of x and of y")
+    w = 512 // acc.dtype.bitwidth
+
+    def codegen(context, builder, sig, args):
+        vty, align = _rows_setup(sig, w)(context)
+        fma_fn = _fma_fn(builder, vty)
+
+        def rows(i, n):
+            offs = cgutils.unpack_tuple(builder, args[i + 1], n)
+            return [builder.load(_vptr(context, builder, sig.args[i], args[i], o,
+                                       sig.args[i + 1].dtype, vty), align=align)
+                    for o in offs]
+
+        xs, ys = rows(1, na), rows(3, nb)
+        for a, xa in enumerate(xs):
+            for b, yb in enumerate(ys):
+                off = context.get_constant(types.intp, (4 * a + b) * w)
+                p = _vptr(context, builder, sig.args[0], args[0], off, types.intp, vty)
+                old = builder.load(p, align=align)
+                builder.store(builder.call(fma_fn, [xa, yb, old]), p, align=align)
+        return context.get_dummy_value()
+
+    return types.none(acc, x, x_offs, y, y_offs), codegen
+
+
+@intrinsic
+def row_sum(typingctx, src, off, width):
+    """Σ of ``src[off:off + w]`` added pairwise in a fixed order: lane t + w/2 into lane
+    t, then t + w/4 into t, ... down to lane 0 (w: ``width``, or with 0 one register's)."""
+    _contiguous_1d(src, "row_sum")
+    w = _row_width(width, src.dtype, "row_sum")
+    if w is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty, align = _rows_setup(sig, w)(context)
+        v = builder.load(_vptr(context, builder, sig.args[0], args[0], args[1], sig.args[1],
+                               vty), align=align)
+        h = w
+        undef = ir.Constant(vty, ir.Undefined)
+        while h > 1:
+            h //= 2
+            i32 = ir.IntType(32)
+            lo = builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(i32, h),
+                                                              list(range(h))))
+            hi = builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(i32, h),
+                                                              list(range(h, 2 * h))))
+            v = builder.fadd(lo, hi)
+            undef = ir.Constant(v.type, ir.Undefined)
+        return builder.extract_element(v, ir.IntType(32)(0))
+
+    return src.dtype(src, off, width), codegen

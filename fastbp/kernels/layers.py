@@ -12,6 +12,7 @@ from numba.extending import overload
 
 from .._config import EXP_JIT, NOALIAS, SERIAL
 from .codes import RELU, SIGMOID, TANH
+from .lanes import fma
 
 ZERO = np.float32(0.0)
 ONE = np.float32(1.0)
@@ -74,13 +75,13 @@ def _exp_impl(x):
     def impl(x):
         x = low if x < low else x  # NaN fails both tests and stays NaN
         x = high if x > high else x
-        t = x * log2e + shift
+        t = fma(x, log2e, shift)
         k = t - shift  # round(x / ln 2), as a float
         ki = f(t).view(i) - shift_bits  # the same as an integer
-        r = (x - k * ln2_hi) - k * ln2_lo
+        r = fma(-k, ln2_lo, fma(-k, ln2_hi, x))
         p = c[0]
         for d in range(1, n):
-            p = p * r + c[d]
+            p = fma(p, r, c[d])
         k1 = ki >> one  # 2^k = 2^k1 2^k2, both normal for every k in range
         k2 = ki - k1
         return p * i((k1 + bias) << bits).view(f) * i((k2 + bias) << bits).view(f)
@@ -124,15 +125,15 @@ def _tanh_impl(x):
         a = abs(x)
         a = high if a > high else a  # NaN stays NaN
         y = a + a
-        t = y * log2e + shift
+        t = fma(y, log2e, shift)
         k = t - shift
         ki = f(t).view(i) - shift_bits
-        r = (y - k * ln2_hi) - k * ln2_lo
+        r = fma(-k, ln2_lo, fma(-k, ln2_hi, y))
         p = c[0]
         for d in range(1, n):
-            p = p * r + c[d]
+            p = fma(p, r, c[d])
         s = i((ki + bias) << bits).view(f)  # 2^k, k >= 0
-        u = s * (p * r) + (s - one)  # e^y - 1
+        u = fma(s, p * r, s - one)  # e^y - 1
         h = u / (u + two)
         return h if x >= zero else -h
 
@@ -242,9 +243,9 @@ def sgd(w, v, g, lr, momentum):
     is returned unchanged without momentum (the caller need not store it).
     """
     if momentum != ZERO:
-        v = momentum * v - lr * g
+        v = fma(momentum, v, -(lr * g))
         return w + v, v
-    return w - lr * g, v
+    return fma(-lr, g, w), v
 
 
 @njit(**NOALIAS)
@@ -260,7 +261,7 @@ def sgd_range(w, v, g, start, stop, lr, momentum, decay):
     w, v, g, n = w[start:stop], v[start:stop], g[start:stop], stop - start
     if momentum != ZERO:
         for i in range(n):
-            w[i], v[i] = sgd(w[i], v[i], g[i] + decay * w[i], lr, momentum)
+            w[i], v[i] = sgd(w[i], v[i], fma(decay, w[i], g[i]), lr, momentum)
     else:
         for i in range(n):
-            w[i] = sgd(w[i], ZERO, g[i] + decay * w[i], lr, ZERO)[0]
+            w[i] = sgd(w[i], ZERO, fma(decay, w[i], g[i]), lr, ZERO)[0]

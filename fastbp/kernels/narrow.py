@@ -33,7 +33,16 @@ from numba import njit
 
 from .._config import NOALIAS, SERIAL
 from .blocked import DIRECT, GRADIENT, STEP, _activate_rows, _mode, forward_ser
-from .lanes import WIDTH, axpy_prefix, load_prefix, scratch, store_prefix
+from .lanes import (
+    WIDTH,
+    axpy_prefix,
+    load_prefix,
+    row_copy,
+    row_fill,
+    rows_fma4,
+    scratch,
+    store_prefix,
+)
 from .layers import derivative_scale, sgd_range
 from .views import flat, mat
 
@@ -47,27 +56,19 @@ PACKED = WIDTH * FORWARD_WIDTH
 
 
 @njit(inline="always", **SERIAL)
-def _zero_rows(acc, w, zero):
-    for c in range(w):
-        acc[0, c] = zero
-        acc[1, c] = zero
-        acc[2, c] = zero
-        acc[3, c] = zero
+def _zero_rows(sums, w, zero):
+    """The four rows of sums (``sums``: 4 rows of WIDTH) set to zero, w lanes each."""
+    row_fill(sums, 0, zero, w)
+    row_fill(sums, WIDTH, zero, w)
+    row_fill(sums, 2 * WIDTH, zero, w)
+    row_fill(sums, 3 * WIDTH, zero, w)
 
 
 @njit(inline="always", **SERIAL)
-def _add_row(acc, q_flat, off, c0, c1, c2, c3, w):
-    """acc[r, :w] += c_r q_flat[off:off + w] for the four rows r of the sums."""
-    # read through a view starting at off: indexed as q_flat[off + c], each lane's
-    # index was checked for wraparound on its own and the row gathered element by
-    # element (BP2 3x slower)
-    row = mat(q_flat, off, 1, w)
-    for c in range(w):
-        q = row[0, c]
-        acc[0, c] += c0 * q
-        acc[1, c] += c1 * q
-        acc[2, c] += c2 * q
-        acc[3, c] += c3 * q
+def _add_row(sums, q_flat, off, c0, c1, c2, c3, w):
+    """sums[r WIDTH:r WIDTH + w] += c_r q_flat[off:off + w] for the four rows r of the
+    sums, each lane with one fused multiply-add (:func:`.lanes.rows_fma4`)."""
+    rows_fma4(sums, WIDTH, q_flat, off, c0, c1, c2, c3, w)
 
 
 @njit(inline="always", **SERIAL)
@@ -96,8 +97,8 @@ def _backward_columns(D, W, tail, m, k0, D_prev, acc, w, zero):
     inside = _rows_inside(n_out, n_in, k0, w)
     w_flat = flat(W)
     d_flat = flat(D_prev)
-    sums = flat(acc)
-    stride = acc.shape[1]
+    sums = acc
+    stride = WIDTH
     for s0 in range(0, m, 4):
         # the last block's missing examples repeat its last one (same sums, same stores)
         s1 = min(s0 + 1, m - 1)
@@ -129,7 +130,7 @@ def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
-    acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
+    acc = scratch(SUMS, zero)
     tail = scratch(WIDTH, zero)
     step = _columns(W)
     for k0 in range(0, n_in, step):
@@ -151,8 +152,8 @@ def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w, zero):
     load_prefix(brow, 0, b, 0, n_out, w)
     z_flat = flat(Z)
     wt_flat = flat(WT)
-    sums = flat(acc)
-    stride = acc.shape[1]
+    sums = acc
+    stride = WIDTH
     for s0 in range(0, m, 4):
         s1 = min(s0 + 1, m - 1)  # as in _backward_columns
         s2 = min(s0 + 2, m - 1)
@@ -162,11 +163,10 @@ def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w, zero):
         q2 = rows[s2]
         q3 = rows[s3]
         # the sums start from b (adding it after them took a scalar pass over the rows)
-        for c in range(w):
-            acc[0, c] = brow[c]
-            acc[1, c] = brow[c]
-            acc[2, c] = brow[c]
-            acc[3, c] = brow[c]
+        row_copy(acc, 0, brow, 0, w)
+        row_copy(acc, WIDTH, brow, 0, w)
+        row_copy(acc, 2 * WIDTH, brow, 0, w)
+        row_copy(acc, 3 * WIDTH, brow, 0, w)
         for k in range(n_in):
             _add_row(acc, wt_flat, k * w, A_prev[q0, k], A_prev[q1, k], A_prev[q2, k],
                      A_prev[q3, k], w)
@@ -193,7 +193,7 @@ def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
         forward_ser(A_prev, rows, W, b, act, m, Z, A)
         return
     zero = W.dtype.type(0)
-    acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
+    acc = scratch(SUMS, zero)
     brow = scratch(WIDTH, zero)
     WT = mat(scratch(PACKED, zero), 0, n_in, FORWARD_WIDTH)
     _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, FORWARD_WIDTH, zero)
@@ -203,7 +203,7 @@ def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
 @njit(inline="always", **SERIAL)
 def _store_row(C, j, k0, n, add, coef, acc, r, w):
     """C[j, k0:k0 + n] = coef acc[r, :n] (+ C[j, k0:k0 + n] when ``add``)."""
-    axpy_prefix(flat(C), j * C.shape[1] + k0, flat(acc), r * acc.shape[1], n, coef, add, w)
+    axpy_prefix(flat(C), j * C.shape[1] + k0, acc, r * WIDTH, n, coef, add, w)
 
 
 @njit(inline="always", **SERIAL)
@@ -268,7 +268,7 @@ def gradient_step_narrow(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, mo
     direct = mode == DIRECT
     coef = -(lr * scale) if direct else scale
     C = W if direct else gW
-    acc = mat(scratch(SUMS, zero), 0, 4, WIDTH)
+    acc = scratch(SUMS, zero)
     tail = scratch(WIDTH, zero)
     step = _columns(W)
     for j0 in range(0, n_out, 4):

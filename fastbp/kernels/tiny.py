@@ -27,6 +27,7 @@ from numba import njit
 from .._config import NO_REFCOUNT, SERIAL
 from .blocked import output_delta_cost
 from .codes import SOFTMAX
+from .lanes import fma
 from .layers import activate_range, derivative_scale, sgd, sgd_range, softmax_row
 
 
@@ -54,10 +55,10 @@ def _weighted_sums(theta, w0, w_step, n, src, p0, dst, q0, m, batch, bias):
         for t in range(n):
             w = theta[_u(w0 + t * w_step)]
             p = _u(p0 + t * batch + s)
-            c0 += w * src[p]
-            c1 += w * src[p + _u(1)]
-            c2 += w * src[p + _u(2)]
-            c3 += w * src[p + _u(3)]
+            c0 = fma(w, src[p], c0)
+            c1 = fma(w, src[p + _u(1)], c1)
+            c2 = fma(w, src[p + _u(2)], c2)
+            c3 = fma(w, src[p + _u(3)], c3)
         q = _u(q0 + s)
         dst[q] = c0 + bias
         dst[q + _u(1)] = c1 + bias
@@ -67,7 +68,7 @@ def _weighted_sums(theta, w0, w_step, n, src, p0, dst, q0, m, batch, bias):
     while s < m:
         c0 = zero
         for t in range(n):
-            c0 += theta[_u(w0 + t * w_step)] * src[_u(p0 + t * batch + s)]
+            c0 = fma(theta[_u(w0 + t * w_step)], src[_u(p0 + t * batch + s)], c0)
         dst[_u(q0 + s)] = c0 + bias
         s += 1
 
@@ -120,13 +121,13 @@ def _sum_products(x, p, y, q, m):
     s = 0
     while s + 4 <= m:
         i, k = _u(p + s), _u(q + s)
-        a0 += x[i] * y[k]
-        a1 += x[i + _u(1)] * y[k + _u(1)]
-        a2 += x[i + _u(2)] * y[k + _u(2)]
-        a3 += x[i + _u(3)] * y[k + _u(3)]
+        a0 = fma(x[i], y[k], a0)
+        a1 = fma(x[i + _u(1)], y[k + _u(1)], a1)
+        a2 = fma(x[i + _u(2)], y[k + _u(2)], a2)
+        a3 = fma(x[i + _u(3)], y[k + _u(3)], a3)
         s += 4
     while s < m:
-        a0 += x[_u(p + s)] * y[_u(q + s)]
+        a0 = fma(x[_u(p + s)], y[_u(q + s)], a0)
         s += 1
     return (a0 + a1) + (a2 + a3)
 
