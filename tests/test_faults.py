@@ -739,20 +739,13 @@ np.savez(sys.argv[2], *net.weights, *net.biases, net.forward(X), *net.gradients(
 """
 
 
-@pytest.fixture(scope="module")
-def cache_script_reference(tmp_path_factory):
-    """CACHE_SCRIPT's results from the installed package in a process of its own, its
-    kernels compiled afresh (FASTBP_CACHE=0). Computed in this process instead, they
-    would depend on which drivers earlier tests had loaded from a warm kernel cache
-    first: a known defect, where a narrow BP2 reached through one cached driver rounds
-    differently from its copy in another (last bits of δ)."""
-    out = tmp_path_factory.mktemp("reference") / "out.npz"
-    root = str(Path(fastbp.__file__).resolve().parent.parent)
-    proc = subprocess.run([sys.executable, "-c", CACHE_SCRIPT, root, str(out)],
-                          env=cache_env(False), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with np.load(out) as data:
-        return [data[f"arr_{i}"] for i in range(len(data.files))]
+def _reference_for_cache_script():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (30, 5))
+    y = rng.integers(0, 3, 30)
+    net = fastbp.Network([5, 6, 3], output="softmax", cost="cross_entropy", seed=0)
+    net.fit(X, y, epochs=3, batch_size=7, lr=0.3, seed=1)
+    return [*net.weights, *net.biases, net.forward(X), *net.gradients(X, y)[0]]
 
 
 def cache_env(enabled, **extra):
@@ -764,8 +757,7 @@ def cache_env(enabled, **extra):
 
 
 @pytest.mark.parametrize("cache", [False, True], ids=["FASTBP_CACHE=0", "FASTBP_CACHE=1"])
-def test_training_works_where_no_kernel_cache_can_be_written(tmp_path, cache,
-                                                            cache_script_reference):
+def test_training_works_where_no_kernel_cache_can_be_written(tmp_path, cache):
     """A read-only install: the package directory and every cache location unwritable.
 
     Directories below a regular file can never be created, whatever the user's rights,
@@ -796,7 +788,7 @@ def test_training_works_where_no_kernel_cache_can_be_written(tmp_path, cache,
     assert proc.returncode == 0, proc.stderr[-3000:]
     with np.load(out) as data:
         got = [data[f"arr_{i}"] for i in range(len(data.files))]
-    assert_same_arrays(got, cache_script_reference)
+    assert_same_arrays(got, _reference_for_cache_script())
     written = [p for p in site.rglob("*") if p.suffix in (".nbi", ".nbc")]
     assert written == []
 
@@ -834,3 +826,45 @@ def test_a_driver_loaded_from_the_cache_as_the_first_call_runs(tmp_path):
         with np.load(out) as data:
             outputs.append([data[f"arr_{i}"] for i in range(len(data.files))])
     assert_same_arrays(outputs[2], outputs[1])
+
+
+HISTORY_SCRIPT = """
+import sys, numpy as np, fastbp
+if sys.argv[2] == "after":  # another network trained first in this process
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 10)); y = rng.integers(0, 2, (300, 1)).astype(float)
+    fastbp.Network([10, 16, 1], output="sigmoid", seed=0).fit(
+        X, y, epochs=2, batch_size=200, lr=0.1, progress=False)
+rng = np.random.default_rng(0)
+X = rng.uniform(-1, 1, (30, 5)); y = rng.integers(0, 3, 30)
+net = fastbp.Network([5, 6, 3], hidden="relu", output="softmax", cost="cross_entropy",
+                     seed=0)
+net.fit(X, y, epochs=3, batch_size=7, lr=0.3, seed=1, progress=False)
+grad_w, grad_b = net.gradients(X, y)
+np.savez(sys.argv[1], *net.weights, *net.biases, *grad_w, *grad_b)
+"""
+
+
+def test_results_do_not_depend_on_what_the_process_ran_before(tmp_path):
+    """The same seeded training gives the same bits whatever else the process trained
+    first, with its kernels compiled or loaded from a warm cache.
+
+    Numba links a copy of each kernel into every compiled caller, and a process runs
+    the copy of a function it loaded first. The copies are optimised with their callers,
+    so they agree only if no optimisation may change a result: fastbp's kernels are
+    compiled without fast-math flags. With re-association allowed, the third process
+    here (another network's drivers loaded from the cache first) had given a gradient
+    with different last bits. Four processes share one fresh cache: alone (compiles),
+    after another fit (compiles the rest), after it again and alone again (all cached).
+    """
+    env = cache_env(True, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    outputs = []
+    for step, history in enumerate(("alone", "after", "after", "alone"), 1):
+        out = tmp_path / f"process{step}.npz"
+        proc = subprocess.run([sys.executable, "-c", HISTORY_SCRIPT, str(out), history],
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, f"process {step}: {proc.stderr[-2000:]}"
+        with np.load(out) as data:
+            outputs.append([data[f"arr_{i}"] for i in range(len(data.files))])
+    for step in (1, 2, 3):
+        assert_same_arrays(outputs[step], outputs[0], f"process {step + 1}")
