@@ -9,6 +9,7 @@ float64 on the same float32 parameters.
 import ctypes
 import mmap
 import sys
+from fractions import Fraction
 
 import numba
 import numpy as np
@@ -26,7 +27,7 @@ import fastbp
 from fastbp import kernels as K
 from fastbp import reference as R
 from fastbp._config import SERIAL
-from fastbp.kernels import layers, views
+from fastbp.kernels import lanes, layers, views
 
 SHAPES = {
     "chain-1-1-1-1": [1, 1, 1, 1],
@@ -619,3 +620,144 @@ def test_views_are_the_reshaped_slices(dtype):
     assert buf[21] == -1 and M[0, 0] == -2
     with pytest.raises(numba.core.errors.TypingError, match="C-contiguous"):
         _views(buf, 0, 2, 2, M.T)
+
+
+# --- exact arithmetic: the orders the kernels document ----------------------------------
+
+
+def _rounded(value, dtype):
+    """The exact rational ``value`` rounded to the nearest ``dtype`` (ties to even)."""
+    dtype = np.dtype(dtype)
+    near = dtype.type(float(value))  # within one ulp (float32: two roundings)
+    candidates = [np.nextafter(near, dtype.type(-np.inf)), near,
+                  np.nextafter(near, dtype.type(np.inf))]
+    bits = {4: np.uint32, 8: np.uint64}[dtype.itemsize]
+    return min(candidates, key=lambda c: (abs(Fraction(float(c)) - value),
+                                          int(np.array(c).view(bits)) & 1))
+
+
+def _fma_exact(a, b, c, dtype):
+    return _rounded(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c)), dtype)
+
+
+def _add_exact(a, b, dtype):
+    return _rounded(Fraction(float(a)) + Fraction(float(b)), dtype)
+
+
+@numba.njit(**SERIAL)
+def _fma_all(a, b, c, out):
+    for i in range(a.size):
+        out[i] = lanes.fma(a[i], b[i], c[i])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fma_rounds_once(dtype):
+    """lanes.fma(a, b, c) is a·b + c rounded once, also where a·b + c rounded twice differs
+    (1 + 2^-p)(1 - 2^-p) - 1 = -2^-2p, which a rounded product loses."""
+    p = 13 if dtype == "float32" else 27
+    rng = np.random.default_rng(3)
+    a = np.concatenate([[1 + 2.0**-p], rng.normal(size=200)]).astype(dtype)
+    b = np.concatenate([[1 - 2.0**-p], rng.normal(size=200)]).astype(dtype)
+    c = np.concatenate([[-1.0], rng.normal(size=200)]).astype(dtype)
+    out = np.empty_like(a)
+    _fma_all(a, b, c, out)
+    assert out[0] == -(2.0 ** (-2 * p)) and a[0] * b[0] + c[0] == 0
+    expected = np.array([_fma_exact(x, y, z, dtype) for x, y, z in zip(a, b, c)])
+    assert np.array_equal(out, expected)
+
+
+@numba.njit(**SERIAL)
+def _row_sums(x, out):
+    out[0] = lanes.row_sum(x, 0, 16)
+    out[1] = lanes.row_sum(x, 0, 8)
+    out[2] = lanes.row_sum(x, 16, 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_sum_adds_pairwise_in_its_documented_order(dtype):
+    """Lane t + w/2 into t, then t + w/4 into t, ...: with terms whose sum depends on the
+    order (1e30 cancelling), the result is that order's and not a left-to-right sum's."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=40).astype(dtype)
+    x[[0, 3, 16, 27]] = [1e30, -1e30, 1e30, -1e30]
+    out = np.empty(3, dtype)
+    _row_sums(x, out)
+
+    def tree(v):
+        v = list(v)
+        while len(v) > 1:
+            h = len(v) // 2
+            v = [_add_exact(v[t], v[t + h], dtype) for t in range(h)]
+        return v[0]
+
+    lanes_of_one_register = 16 if dtype == "float32" else 8
+    expected = [tree(x[:16]), tree(x[:8]), tree(x[16:16 + lanes_of_one_register])]
+    assert np.array_equal(out, np.array(expected, dtype))
+    assert out[0] != _sum_left_to_right(x[:16])
+
+
+def _sum_left_to_right(v):
+    total = v.dtype.type(0)
+    for value in v:
+        total = total + value
+    return total
+
+
+@pytest.mark.parametrize("kernel", ["blocked", "narrow"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_sums_run_in_the_documented_order(dtype, kernel):
+    """z_sj bit for bit as the kernels document it, emulated with exact rationals:
+    the blocked pass (fastbp.kernels.blocked._dots) sums in one register's L lanes, lane
+    t taking k ≡ t (mod L) in ascending order by fma, then adds the lanes pairwise and the
+    bias; the narrow pass starts from b_j and adds k in ascending order by fma."""
+    rng = np.random.default_rng(5)
+    n_out, n_in, m = 5, 29, 3  # a tail of lanes, the last neurons and examples repeated
+    W = rng.normal(size=(n_out, n_in)).astype(dtype)
+    b = rng.normal(size=n_out).astype(dtype)
+    X = rng.normal(size=(m, n_in)).astype(dtype)
+    Z = np.empty((m, n_out), dtype)
+    A = np.empty_like(Z)
+    rows = np.arange(m)
+    fwd = K.forward_ser if kernel == "blocked" else K.forward_narrow
+    fwd(X, rows, W, b, K.IDENTITY, m, Z, A)
+    L = 16 if dtype == "float32" else 8
+    expected = np.empty_like(Z)
+    for s in range(m):
+        for j in range(n_out):
+            if kernel == "blocked":
+                acc = [np.dtype(dtype).type(0)] * L
+                for k in range(n_in):
+                    acc[k % L] = _fma_exact(W[j, k], X[s, k], acc[k % L], dtype)
+                while len(acc) > 1:
+                    h = len(acc) // 2
+                    acc = [_add_exact(acc[t], acc[t + h], dtype) for t in range(h)]
+                expected[s, j] = _add_exact(acc[0], b[j], dtype)
+            else:
+                z = b[j]
+                for k in range(n_in):
+                    z = _fma_exact(W[j, k], X[s, k], z, dtype)
+                expected[s, j] = z
+    assert np.array_equal(Z, expected)
+
+
+@pytest.mark.parametrize("kernel", ["blocked", "narrow"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bp2_sums_run_in_the_documented_order(dtype, kernel):
+    """δ^{l-1}_sk bit for bit as documented: Σ_j w_jk δ_sj from 0 in ascending order of j,
+    one fma per term, then times σ' (identity: 1)."""
+    rng = np.random.default_rng(6)
+    n_out, n_in, m = 7, 11, 6
+    W = rng.normal(size=(n_out, n_in)).astype(dtype)
+    D = rng.normal(size=(m, n_out)).astype(dtype)
+    Z_prev = rng.normal(size=(m, n_in)).astype(dtype)
+    D_prev = np.empty((m, n_in), dtype)
+    bwd = K.backward_ser if kernel == "blocked" else K.backward_narrow
+    bwd(D, W, Z_prev, Z_prev.copy(), K.IDENTITY, m, D_prev)
+    expected = np.empty_like(D_prev)
+    for s in range(m):
+        for k in range(n_in):
+            d = np.dtype(dtype).type(0)
+            for j in range(n_out):
+                d = _fma_exact(W[j, k], D[s, j], d, dtype)
+            expected[s, k] = d
+    assert np.array_equal(D_prev, expected)

@@ -230,12 +230,10 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
     """z^l_j = Σ_k w^l_jk a^{l-1}_k + b^l_j and a^l = σ(z^l) for m examples.
 
     Blocks of 4 neurons j (split among threads) × 4 examples, each stored element by
-    element (the sixteen sums stay in registers); examples left over take the block's
-    four neurons two at a time, then one (two left-over examples together: float32 7-9%
-    faster in W2's layers, float64's 30-wide and narrower layers 10-15% slower, by
-    0.04 µs). The last one or two neurons of a layer take 2 × 4 blocks, the last three a
-    4 × 4 block with the last row repeated (one dot product per example and neuron
-    before: forward passes of 10-wide layers 0.98-1.30x). Example s reads its input
+    element (the sixteen sums stay in registers, in lanes: :func:`_dots`); the last two
+    or one examples take a 4 × 2 block, the last three a 4 × 4 block repeating the last
+    example, and the last one to three neurons of a layer repeat its last row (the
+    repeated sums are never stored). Example s reads its input
     row ``A_prev[rows[s]]``. σ (or softmax) follows row by row.
     """
     n_out, n_in = W.shape

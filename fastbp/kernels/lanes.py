@@ -12,6 +12,9 @@ elements in and out of such fixed-width rows is here:
 - :func:`load_prefix` / :func:`store_prefix`: copy the first ``n`` elements of a row
   with one masked vector load or store (the lanes past ``n`` are zero in a loaded row
   and untouched in a stored one), so no element beyond a row is read or written.
+- :func:`row_fill`, :func:`row_copy`, :func:`rows_fma4`, :func:`rows_fma_outer` and
+  :func:`row_sum`: rows of sums in such an array, set, added to by vector fused
+  multiply-adds and summed across their lanes in a fixed pairwise order.
 
 None of them checks bounds (the callers pass offsets of rows inside the arrays).
 
@@ -155,6 +158,18 @@ def _masked_call(builder, op, ret, args):
     return builder.call(fn, args)
 
 
+def _fma_fn(builder, vty):
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
+                                          f"llvm.fma.{_vector_name(vty)}")
+
+
+def _splat(builder, value, vty):
+    v = builder.insert_element(ir.Constant(vty, ir.Undefined), value, ir.IntType(32)(0))
+    return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), vty.count),
+                                              [0] * vty.count))
+
+
 def _load_row(context, builder, sig, args, to, frm, mask, vty, align):
     zeros = ir.Constant(vty, [ir.Constant(vty.element, 0.0)] * vty.count)
     vec = _masked_call(builder, "load", vty, [frm, ir.IntType(32)(align), mask, zeros])
@@ -206,14 +221,9 @@ def _axpy_row(context, builder, sig, args, to, frm, mask, vty, align):
     old = _masked_call(builder, "load", vty, [to, align, builder.select(keep, mask, none),
                                               zeros])
     row = _masked_call(builder, "load", vty, [frm, align, mask, zeros])
-    splat = builder.insert_element(ir.Constant(vty, ir.Undefined), args[5],
-                                   ir.IntType(32)(0))
-    splat = builder.shuffle_vector(splat, ir.Constant(vty, ir.Undefined),
-                                   ir.Constant(ir.VectorType(ir.IntType(32), w), [0] * w))
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
-                                         f"llvm.fma.{_vector_name(vty)}")
     _masked_call(builder, "store", ir.VoidType(),
-                 [builder.call(fma, [splat, row, old]), to, align, mask])
+                 [builder.call(_fma_fn(builder, vty), [_splat(builder, args[5], vty), row, old]),
+                  to, align, mask])
 
 
 
@@ -233,27 +243,14 @@ def _row_width(width, dtype, name):
     return _width(width, name)
 
 
-def _fma_fn(builder, vty):
-    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
-                                          f"llvm.fma.{_vector_name(vty)}")
-
-
-def _splat(builder, value, vty):
-    v = builder.insert_element(ir.Constant(vty, ir.Undefined), value, ir.IntType(32)(0))
-    return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined),
-                                  ir.Constant(ir.VectorType(ir.IntType(32), vty.count),
-                                              [0] * vty.count))
-
-
 def _vptr(context, builder, aty, a, off, offty, vty):
     return builder.bitcast(_row_ptr(context, builder, aty, a, off, offty), vty.as_pointer())
 
 
-def _rows_setup(sig, w):
-    def types_of(context):
-        ety = context.get_data_type(sig.args[0].dtype)
-        return ir.VectorType(ety, w), context.get_abi_sizeof(ety)
-    return types_of
+def _vector_of(context, dtype, w):
+    """The LLVM vector of w elements of ``dtype`` and the element's alignment."""
+    ety = context.get_data_type(dtype)
+    return ir.VectorType(ety, w), context.get_abi_sizeof(ety)
 
 
 @intrinsic
@@ -266,7 +263,7 @@ def row_fill(typingctx, dst, off, value, width):
         return None
 
     def codegen(context, builder, sig, args):
-        vty, align = _rows_setup(sig, w)(context)
+        vty, align = _vector_of(context, sig.args[0].dtype, w)
         value = context.cast(builder, args[2], sig.args[2], sig.args[0].dtype)
         builder.store(_splat(builder, value, vty),
                       _vptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], vty),
@@ -286,7 +283,7 @@ def row_copy(typingctx, dst, dst_off, src, src_off, width):
         return None
 
     def codegen(context, builder, sig, args):
-        vty, align = _rows_setup(sig, w)(context)
+        vty, align = _vector_of(context, sig.args[0].dtype, w)
         v = builder.load(_vptr(context, builder, sig.args[2], args[2], args[3], sig.args[3],
                                vty), align=align)
         builder.store(v, _vptr(context, builder, sig.args[0], args[0], args[1], sig.args[1],
@@ -310,7 +307,7 @@ def rows_fma4(typingctx, acc, stride, src, src_off, c0, c1, c2, c3, width):
         return None
 
     def codegen(context, builder, sig, args):
-        vty, align = _rows_setup(sig, w)(context)
+        vty, align = _vector_of(context, sig.args[0].dtype, w)
         fma_fn = _fma_fn(builder, vty)
         q = builder.load(_vptr(context, builder, sig.args[2], args[2], args[3], sig.args[3],
                                vty), align=align)
@@ -345,7 +342,7 @@ def rows_fma_outer(typingctx, acc, x, x_offs, y, y_offs):
     w = 512 // acc.dtype.bitwidth
 
     def codegen(context, builder, sig, args):
-        vty, align = _rows_setup(sig, w)(context)
+        vty, align = _vector_of(context, sig.args[0].dtype, w)
         fma_fn = _fma_fn(builder, vty)
 
         def rows(i, n):
@@ -376,7 +373,7 @@ def row_sum(typingctx, src, off, width):
         return None
 
     def codegen(context, builder, sig, args):
-        vty, align = _rows_setup(sig, w)(context)
+        vty, align = _vector_of(context, sig.args[0].dtype, w)
         v = builder.load(_vptr(context, builder, sig.args[0], args[0], args[1], sig.args[1],
                                vty), align=align)
         h = w
