@@ -49,16 +49,18 @@ DOT_SUMS = 256
 
 @njit(inline="always", **SERIAL)
 def _dots(W, A, j0, j1, j2, j3, r0, r1, r2, r3, nb, n, acc, pad, zero):
-    """The 4 × nb dot products W[j_a, :] · A[r_b, :] (nb = 4, or 2 for b < 2), returned
-    as the 16 values acc[(4a + b) L] (L = :func:`.lanes.vector_lanes`: one vector register).
+    """The 4 × nb dot products W[j_a, :] · A[r_b, :] (nb = 4, or 2: b < 2 only), returned
+    as 16 values, that of (a, b) at 4a + b (those of b >= nb meaningless).
 
-    Each product is summed in L lanes: lane t adds w_jk a_rk for k ≡ t (mod L) in
-    ascending order of k, one fma each, in registers (per vector of k: four rows of W
-    and nb rows of A loaded, 4 nb vector fmas). The last n mod L columns are first copied
-    into zero-padded rows (``pad``, 8 rows of 16) and added in the same way. Then the
-    lanes are added pairwise: t + L/2 into t, then t + L/4, ... down to lane 0. This
-    order is written out, so no compiler may change it (the kernels are compiled without
-    re-association, which LLVM needs to vectorise a sum on its own).
+    Each product is summed in the L lanes of one vector register (16 float32, 8
+    float64; :func:`.lanes.vector_lanes`), a row of ``acc`` that stays in a register:
+    lane t adds w_jk a_rk for k ≡ t (mod L) in ascending order of k, one fma each (per
+    vector of k: four rows of W and nb rows of A loaded, 4 nb vector fmas). The last
+    n mod L columns are first copied into zero-padded rows (``pad``, 8 rows of 16) and
+    added in the same way. Then the lanes are added pairwise: t + L/2 into t, then
+    t + L/4, ... down to lane 0. This order is written out, so no compiler may change it
+    (the kernels are compiled without re-association, which LLVM needs to vectorise a
+    sum on its own).
     """
     L = vector_lanes(zero)
     for i in range(16):
