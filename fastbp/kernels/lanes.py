@@ -253,20 +253,30 @@ def _vector_of(context, dtype, w):
     return ir.VectorType(ety, w), context.get_abi_sizeof(ety)
 
 
+def _row_lanes(name, width, *arrays):
+    """Checks the rows' arrays; the lanes of a row (None: ``width`` not yet literal)."""
+    for a in arrays:
+        _contiguous_1d(a, name)
+    return _row_width(width, arrays[0].dtype, name)
+
+
+def _row_at(context, builder, sig, args, i, vty):
+    """Pointer to the row of ``vty`` in array argument i at offset argument i + 1."""
+    return _vptr(context, builder, sig.args[i], args[i], args[i + 1], sig.args[i + 1], vty)
+
+
 @intrinsic
 def row_fill(typingctx, dst, off, value, width):
     """``dst[off:off + w] = value`` with one vector store (w: ``width``, or with 0 one
     register's lanes)."""
-    _contiguous_1d(dst, "row_fill")
-    w = _row_width(width, dst.dtype, "row_fill")
+    w = _row_lanes("row_fill", width, dst)
     if w is None:
         return None
 
     def codegen(context, builder, sig, args):
         vty, align = _vector_of(context, sig.args[0].dtype, w)
         value = context.cast(builder, args[2], sig.args[2], sig.args[0].dtype)
-        builder.store(_splat(builder, value, vty),
-                      _vptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], vty),
+        builder.store(_splat(builder, value, vty), _row_at(context, builder, sig, args, 0, vty),
                       align=align)
         return context.get_dummy_value()
 
@@ -276,18 +286,14 @@ def row_fill(typingctx, dst, off, value, width):
 @intrinsic
 def row_copy(typingctx, dst, dst_off, src, src_off, width):
     """``dst[dst_off:dst_off + w] = src[src_off:src_off + w]``: one vector load and store."""
-    _contiguous_1d(dst, "row_copy")
-    _contiguous_1d(src, "row_copy")
-    w = _row_width(width, dst.dtype, "row_copy")
+    w = _row_lanes("row_copy", width, dst, src)
     if w is None:
         return None
 
     def codegen(context, builder, sig, args):
         vty, align = _vector_of(context, sig.args[0].dtype, w)
-        v = builder.load(_vptr(context, builder, sig.args[2], args[2], args[3], sig.args[3],
-                               vty), align=align)
-        builder.store(v, _vptr(context, builder, sig.args[0], args[0], args[1], sig.args[1],
-                               vty), align=align)
+        v = builder.load(_row_at(context, builder, sig, args, 2, vty), align=align)
+        builder.store(v, _row_at(context, builder, sig, args, 0, vty), align=align)
         return context.get_dummy_value()
 
     return types.none(dst, dst_off, src, src_off, width), codegen
@@ -298,19 +304,16 @@ def rows_fma4(typingctx, acc, stride, src, src_off, c0, c1, c2, c3, width):
     """``acc[r s:r s + w] = fma(c_r, src[src_off:src_off + w], acc[r s:r s + w])`` for
     the four rows r = 0..3 (s = ``stride``): one load of the source row, four vector fused
     multiply-adds with the coefficients broadcast."""
-    _contiguous_1d(acc, "rows_fma4")
-    _contiguous_1d(src, "rows_fma4")
-    if acc.dtype != src.dtype:
+    if getattr(acc, "dtype", None) != getattr(src, "dtype", None):
         raise TypingError("rows_fma4: acc and src must have one dtype")
-    w = _row_width(width, acc.dtype, "rows_fma4")
+    w = _row_lanes("rows_fma4", width, acc, src)
     if w is None:
         return None
 
     def codegen(context, builder, sig, args):
         vty, align = _vector_of(context, sig.args[0].dtype, w)
         fma_fn = _fma_fn(builder, vty)
-        q = builder.load(_vptr(context, builder, sig.args[2], args[2], args[3], sig.args[3],
-                               vty), align=align)
+        q = builder.load(_row_at(context, builder, sig, args, 2, vty), align=align)
         stride = context.cast(builder, args[1], sig.args[1], types.intp)
         for r in range(4):
             off = builder.mul(stride, stride.type(r))
@@ -367,15 +370,13 @@ def rows_fma_outer(typingctx, acc, x, x_offs, y, y_offs):
 def row_sum(typingctx, src, off, width):
     """Σ of ``src[off:off + w]`` added pairwise in a fixed order: lane t + w/2 into lane
     t, then t + w/4 into t, ... down to lane 0 (w: ``width``, or with 0 one register's)."""
-    _contiguous_1d(src, "row_sum")
-    w = _row_width(width, src.dtype, "row_sum")
+    w = _row_lanes("row_sum", width, src)
     if w is None:
         return None
 
     def codegen(context, builder, sig, args):
         vty, align = _vector_of(context, sig.args[0].dtype, w)
-        v = builder.load(_vptr(context, builder, sig.args[0], args[0], args[1], sig.args[1],
-                               vty), align=align)
+        v = builder.load(_row_at(context, builder, sig, args, 0, vty), align=align)
         h = w
         undef = ir.Constant(vty, ir.Undefined)
         while h > 1:
