@@ -33,8 +33,8 @@ from .lanes import (
     fma,
     load_prefix,
     row_fill,
-    row_sum,
     rows_fma_outer,
+    rows_sum16,
     scratch,
     vector_lanes,
 )
@@ -87,12 +87,7 @@ def _dots(W, A, j0, j1, j2, j3, r0, r1, r2, r3, nb, n, acc, pad, zero):
             rows_fma_outer(acc, pad, (0, 16, 32, 48), pad, (64, 80, 96, 112))
         else:
             rows_fma_outer(acc, pad, (0, 16, 32, 48), pad, (64, 80))
-    return (row_sum(acc, 0, 0), row_sum(acc, L, 0), row_sum(acc, 2 * L, 0),
-            row_sum(acc, 3 * L, 0), row_sum(acc, 4 * L, 0), row_sum(acc, 5 * L, 0),
-            row_sum(acc, 6 * L, 0), row_sum(acc, 7 * L, 0), row_sum(acc, 8 * L, 0),
-            row_sum(acc, 9 * L, 0), row_sum(acc, 10 * L, 0), row_sum(acc, 11 * L, 0),
-            row_sum(acc, 12 * L, 0), row_sum(acc, 13 * L, 0), row_sum(acc, 14 * L, 0),
-            row_sum(acc, 15 * L, 0))
+    return rows_sum16(acc)
 
 
 @njit(inline="always", **SERIAL)
