@@ -667,21 +667,23 @@ def test_fma_rounds_once(dtype):
 
 
 @numba.njit(**SERIAL)
-def _row_sums(x, out):
-    out[0] = lanes.row_sum(x, 0, 16)
-    out[1] = lanes.row_sum(x, 0, 8)
-    out[2] = lanes.row_sum(x, 16, 0)
+def _rows_sum16(x, out):
+    sums = lanes.rows_sum16(x)
+    for i in range(16):
+        out[i] = sums[i]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_row_sum_adds_pairwise_in_its_documented_order(dtype):
-    """Lane t + w/2 into t, then t + w/4 into t, ...: with terms whose sum depends on the
-    order (1e30 cancelling), the result is that order's and not a left-to-right sum's."""
+def test_rows_sum16_adds_pairwise_in_its_documented_order(dtype):
+    """Each of the 16 rows of L lanes summed lane t + L/2 into t, then t + L/4 into t,
+    ...: with terms whose sum depends on the order (1e30 cancelling), the results are
+    that order's and not a left-to-right sum's."""
+    L = 16 if dtype == "float32" else 8
     rng = np.random.default_rng(4)
-    x = rng.normal(size=40).astype(dtype)
-    x[[0, 3, 16, 27]] = [1e30, -1e30, 1e30, -1e30]
-    out = np.empty(3, dtype)
-    _row_sums(x, out)
+    x = rng.normal(size=16 * L).astype(dtype)
+    x[[0, 3, 5 * L, 5 * L + L // 2 + 1]] = [1e30, -1e30, 1e30, -1e30]
+    out = np.empty(16, dtype)
+    _rows_sum16(x, out)
 
     def tree(v):
         v = list(v)
@@ -690,10 +692,9 @@ def test_row_sum_adds_pairwise_in_its_documented_order(dtype):
             v = [_add_exact(v[t], v[t + h], dtype) for t in range(h)]
         return v[0]
 
-    lanes_of_one_register = 16 if dtype == "float32" else 8
-    expected = [tree(x[:16]), tree(x[:8]), tree(x[16:16 + lanes_of_one_register])]
+    expected = [tree(x[i * L:(i + 1) * L]) for i in range(16)]
     assert np.array_equal(out, np.array(expected, dtype))
-    assert out[0] != _sum_left_to_right(x[:16])
+    assert out[0] != _sum_left_to_right(x[:L]) and out[5] != _sum_left_to_right(x[5 * L:6 * L])
 
 
 def _sum_left_to_right(v):

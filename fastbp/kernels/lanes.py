@@ -13,7 +13,7 @@ elements in and out of such fixed-width rows is here:
   with one masked vector load or store (the lanes past ``n`` are zero in a loaded row
   and untouched in a stored one), so no element beyond a row is read or written.
 - :func:`row_fill`, :func:`row_copy`, :func:`rows_fma4`, :func:`rows_fma_outer` and
-  :func:`row_sum`: rows of sums in such an array, set, added to by vector fused
+  :func:`rows_sum16`: rows of sums in such an array, set, added to by vector fused
   multiply-adds and summed across their lanes in a fixed pairwise order.
 
 None of them checks bounds (the callers pass offsets of rows inside the arrays).
@@ -367,39 +367,12 @@ def rows_fma_outer(typingctx, acc, x, x_offs, y, y_offs):
 
 
 @intrinsic
-def row_sum(typingctx, src, off, width):
-    """Σ of ``src[off:off + w]`` added pairwise in a fixed order: lane t + w/2 into lane
-    t, then t + w/4 into t, ... down to lane 0 (w: ``width``, or with 0 one register's)."""
-    w = _row_lanes("row_sum", width, src)
-    if w is None:
-        return None
-
-    def codegen(context, builder, sig, args):
-        vty, align = _vector_of(context, sig.args[0].dtype, w)
-        v = builder.load(_row_at(context, builder, sig, args, 0, vty), align=align)
-        h = w
-        undef = ir.Constant(vty, ir.Undefined)
-        while h > 1:
-            h //= 2
-            i32 = ir.IntType(32)
-            lo = builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(i32, h),
-                                                              list(range(h))))
-            hi = builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(i32, h),
-                                                              list(range(h, 2 * h))))
-            v = builder.fadd(lo, hi)
-            undef = ir.Constant(v.type, ir.Undefined)
-        return builder.extract_element(v, ir.IntType(32)(0))
-
-    return src.dtype(src, off, width), codegen
-
-
-@intrinsic
 def rows_sum16(typingctx, acc):
     """The 16 sums Σ of ``acc[i L:(i + 1) L]`` (i < 16, L one register's lanes), each
-    added pairwise in the order of :func:`row_sum`, with the sixteen rows' additions
-    done together: each step adds the two halves of two rows' (or row groups') lanes
-    with one vector addition (15 additions in all for float32, where row by row took 64
-    on shrinking vectors)."""
+    added pairwise in a fixed order: lane t + L/2 into lane t, then t + L/4 into t, ...
+    down to lane 0. The sixteen rows are added together: each step adds the halves of
+    two rows' (or groups of rows') lanes with one vector addition, 15 additions in all in
+    float32 where row by row took 64 on shrinking vectors (forward kernels 1.03-1.17x)."""
     _contiguous_1d(acc, "rows_sum16")
     w = 512 // acc.dtype.bitwidth
     retty = types.UniTuple(acc.dtype, 16)
