@@ -1,9 +1,9 @@
 """One place for the settings every kernel shares.
 
 Every ``@njit`` is compiled without fast-math flags: LLVM may then change neither the
-order of a sum nor a rounding, so a kernel's arithmetic is exactly its source's
-(multiply-adds are written as :func:`fastbp.kernels.lanes.fma`, sums that vectorise are
-written as rows of lanes). This is what makes results bitwise reproducible. Numba links
+order of a sum nor a rounding, so a kernel's arithmetic is exactly its source's (the
+layer kernels' multiply-adds are written as :func:`fastbp.kernels.lanes.fma`, sums that
+vectorise as rows of lanes). This is what makes results bitwise reproducible. Numba links
 a copy of each compiled callee into every caller and optimises the copies again with
 their callers, and a process then runs whichever copy of a function it loaded first;
 under re-association the copies had summed in different orders, so a network's last

@@ -18,7 +18,7 @@ elements in and out of such fixed-width rows is here:
 
 None of them checks bounds (the callers pass offsets of rows inside the arrays).
 
-Every kernel also takes its multiply-adds from here: :func:`fma` is IEEE's fused
+The layer kernels also take their multiply-adds from here: :func:`fma` is IEEE's fused
 multiply-add, a·b + c rounded once, as one instruction. The kernels are compiled without
 fast-math flags (``fastbp._config``), so their arithmetic is exactly what the source
 says: ``fma`` where they write it and every sum in the order written.
