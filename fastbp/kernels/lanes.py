@@ -63,6 +63,11 @@ def fma(typingctx, a, b, c):
     return ty(a, b, c), codegen
 
 
+def _register_lanes(ty):
+    """Elements of the float type ``ty`` in one 64-byte vector register."""
+    return 512 // ty.bitwidth
+
+
 @intrinsic
 def vector_lanes(typingctx, zero):
     """Elements of ``zero``'s float type in one 64-byte vector register (16 float32, 8
@@ -70,7 +75,7 @@ def vector_lanes(typingctx, zero):
     vectorised)."""
     if not isinstance(zero, types.Float):
         raise TypingError(f"vector_lanes: expected a float, got {zero}")
-    lanes = 512 // zero.bitwidth
+    lanes = _register_lanes(zero)
 
     def codegen(context, builder, sig, args):
         return context.get_constant(types.intp, lanes)
@@ -239,7 +244,7 @@ def _row_width(width, dtype, name):
     if not isinstance(width, types.IntegerLiteral):
         return None
     if width.literal_value == 0:
-        return 512 // dtype.bitwidth
+        return _register_lanes(dtype)
     return _width(width, name)
 
 
@@ -342,7 +347,7 @@ def rows_fma_outer(typingctx, acc, x, x_offs, y, y_offs):
     na, nb = x_offs.count, y_offs.count
     if not (1 <= na <= 4 and 1 <= nb <= 4):
         raise TypingError("rows_fma_outer: one to four rows of x and of y")
-    w = 512 // acc.dtype.bitwidth
+    w = _register_lanes(acc.dtype)
 
     def codegen(context, builder, sig, args):
         vty, align = _vector_of(context, sig.args[0].dtype, w)
@@ -374,7 +379,7 @@ def rows_sum16(typingctx, acc):
     two rows' (or groups of rows') lanes with one vector addition, 15 additions in all in
     float32 where row by row took 64 on shrinking vectors (forward kernels 1.03-1.17x)."""
     _contiguous_1d(acc, "rows_sum16")
-    w = 512 // acc.dtype.bitwidth
+    w = _register_lanes(acc.dtype)
     retty = types.UniTuple(acc.dtype, 16)
 
     def codegen(context, builder, sig, args):

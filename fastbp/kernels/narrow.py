@@ -65,13 +65,6 @@ def _zero_rows(sums, w, zero):
 
 
 @njit(inline="always", **SERIAL)
-def _add_row(sums, q_flat, off, c0, c1, c2, c3, w):
-    """sums[r WIDTH:r WIDTH + w] += c_r q_flat[off:off + w] for the four rows r of the
-    sums, each lane with one fused multiply-add (:func:`.lanes.rows_fma4`)."""
-    rows_fma4(sums, WIDTH, q_flat, off, c0, c1, c2, c3, w)
-
-
-@njit(inline="always", **SERIAL)
 def _rows_inside(n_rows, n_in, k0, w):
     """How many of the first rows of an (n_rows, n_in) array can be read as w elements
     from column k0 without leaving the array (row i: i n_in + k0 + w <= n_rows n_in)."""
@@ -97,8 +90,6 @@ def _backward_columns(D, W, tail, m, k0, D_prev, acc, w, zero):
     inside = _rows_inside(n_out, n_in, k0, w)
     w_flat = flat(W)
     d_flat = flat(D_prev)
-    sums = acc
-    stride = WIDTH
     for s0 in range(0, m, 4):
         # the last block's missing examples repeat its last one (same sums, same stores)
         s1 = min(s0 + 1, m - 1)
@@ -106,16 +97,17 @@ def _backward_columns(D, W, tail, m, k0, D_prev, acc, w, zero):
         s3 = min(s0 + 3, m - 1)
         _zero_rows(acc, w, zero)
         for j in range(inside):
-            _add_row(acc, w_flat, j * n_in + k0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
+            rows_fma4(acc, WIDTH, w_flat, j * n_in + k0, D[s0, j], D[s1, j], D[s2, j],
+                      D[s3, j], w)
         for j in range(inside, n_out):
             load_prefix(tail, 0, w_flat, j * n_in + k0, n, w)
-            _add_row(acc, tail, 0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
+            rows_fma4(acc, WIDTH, tail, 0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
         # four stores written out, not a loop: a row of the sums picked by a run-time
         # index keeps them out of registers (as a loop: gradient step 0.61-0.76x)
-        store_prefix(d_flat, s0 * n_in + k0, sums, 0, n, w)
-        store_prefix(d_flat, s1 * n_in + k0, sums, stride, n, w)
-        store_prefix(d_flat, s2 * n_in + k0, sums, 2 * stride, n, w)
-        store_prefix(d_flat, s3 * n_in + k0, sums, 3 * stride, n, w)
+        store_prefix(d_flat, s0 * n_in + k0, acc, 0, n, w)
+        store_prefix(d_flat, s1 * n_in + k0, acc, WIDTH, n, w)
+        store_prefix(d_flat, s2 * n_in + k0, acc, 2 * WIDTH, n, w)
+        store_prefix(d_flat, s3 * n_in + k0, acc, 3 * WIDTH, n, w)
 
 
 @njit(**NOALIAS)
@@ -152,8 +144,6 @@ def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w, zero):
     load_prefix(brow, 0, b, 0, n_out, w)
     z_flat = flat(Z)
     wt_flat = flat(WT)
-    sums = acc
-    stride = WIDTH
     for s0 in range(0, m, 4):
         s1 = min(s0 + 1, m - 1)  # as in _backward_columns
         s2 = min(s0 + 2, m - 1)
@@ -168,12 +158,12 @@ def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w, zero):
         row_copy(acc, 2 * WIDTH, brow, 0, w)
         row_copy(acc, 3 * WIDTH, brow, 0, w)
         for k in range(n_in):
-            _add_row(acc, wt_flat, k * w, A_prev[q0, k], A_prev[q1, k], A_prev[q2, k],
-                     A_prev[q3, k], w)
-        store_prefix(z_flat, s0 * n_out, sums, 0, n_out, w)
-        store_prefix(z_flat, s1 * n_out, sums, stride, n_out, w)
-        store_prefix(z_flat, s2 * n_out, sums, 2 * stride, n_out, w)
-        store_prefix(z_flat, s3 * n_out, sums, 3 * stride, n_out, w)
+            rows_fma4(acc, WIDTH, wt_flat, k * w, A_prev[q0, k], A_prev[q1, k],
+                      A_prev[q2, k], A_prev[q3, k], w)
+        store_prefix(z_flat, s0 * n_out, acc, 0, n_out, w)
+        store_prefix(z_flat, s1 * n_out, acc, WIDTH, n_out, w)
+        store_prefix(z_flat, s2 * n_out, acc, 2 * WIDTH, n_out, w)
+        store_prefix(z_flat, s3 * n_out, acc, 3 * WIDTH, n_out, w)
 
 
 @njit(**NOALIAS)
@@ -202,7 +192,7 @@ def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
 
 @njit(inline="always", **SERIAL)
 def _store_row(C, j, k0, n, add, coef, acc, r, w):
-    """C[j, k0:k0 + n] = coef acc[r, :n] (+ C[j, k0:k0 + n] when ``add``)."""
+    """C[j, k0:k0 + n] = coef acc[r WIDTH:r WIDTH + n] (+ C[j, k0:k0 + n] when ``add``)."""
     axpy_prefix(flat(C), j * C.shape[1] + k0, acc, r * WIDTH, n, coef, add, w)
 
 
@@ -230,10 +220,10 @@ def _gradient_rows(D, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, j0, k
         b3 += d3
         r = rows[s]
         if r < inside:
-            _add_row(acc, a_flat, r * n_in + k0, d0, d1, d2, d3, w)
+            rows_fma4(acc, WIDTH, a_flat, r * n_in + k0, d0, d1, d2, d3, w)
         else:
             load_prefix(tail, 0, a_flat, r * n_in + k0, n, w)
-            _add_row(acc, tail, 0, d0, d1, d2, d3, w)
+            rows_fma4(acc, WIDTH, tail, 0, d0, d1, d2, d3, w)
     # rows of the sums by constant index only (see _backward_columns); every block of
     # columns stores the same sums of δ
     _store_row(C, j0, k0, n, add, coef, acc, 0, w)
