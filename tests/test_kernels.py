@@ -452,7 +452,7 @@ def test_backward_narrow(act, dtype, m, n_out, n_in, rng):
 @pytest.mark.parametrize("momentum,decay,apply", [
     (0.0, 0.0, False), (0.0, 0.0, True), (0.5, 0.01, True),
 ])
-@pytest.mark.parametrize("n_out", [1, 6, 8])
+@pytest.mark.parametrize("n_out", [1, 6, 10, 16, 21, 29])
 @pytest.mark.parametrize("n_in", NARROW_INPUTS)
 def test_gradient_step_narrow(momentum, decay, apply, m, n_out, n_in, dtype, rng):
     """The narrow-input gradient step against the reference, its rows read through
@@ -762,3 +762,36 @@ def test_bp2_sums_run_in_the_documented_order(dtype, kernel):
                 d = _fma_exact(W[j, k], D[s, j], d, dtype)
             expected[s, k] = d
     assert np.array_equal(D_prev, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bp3_sums_run_in_the_documented_order(dtype):
+    """The narrow gradient step's ∂C/∂w_jk and ∂C/∂b_j bit for bit as documented:
+    Σ_s δ_sj a_{rows[s],k} from 0 in ascending order of s, one fma per term, then times
+    scale; Σ_s δ_sj likewise by addition, then times scale. 21 rows: a block of 16 and
+    one of 8 rows (3 of them past the layer); 19 columns: one or two blocks of a
+    register's lanes, the last partial."""
+    rng = np.random.default_rng(7)
+    n_out, n_in, m = 21, 19, 7
+    real = np.dtype(dtype).type
+    D = rng.normal(size=(m, n_out)).astype(dtype)
+    src = rng.normal(size=(m + 2, n_in)).astype(dtype)
+    rows = rng.permutation(m + 2)[:m].astype(np.int64)
+    W = rng.normal(size=(n_out, n_in)).astype(dtype)
+    b = rng.normal(size=n_out).astype(dtype)
+    gW, gb = np.empty_like(W), np.empty_like(b)
+    scale = real(1) / real(m)
+    K.gradient_step_narrow(D, src, rows, m, scale, W, b, gW, gb, W.copy(), b.copy(),
+                           real(0.1), real(0), real(0), False)
+    expected_gW, expected_gb = np.empty_like(gW), np.empty_like(gb)
+    for j in range(n_out):
+        sb = real(0)
+        for s in range(m):
+            sb = _add_exact(sb, D[s, j], dtype)
+        expected_gb[j] = sb * scale
+        for k in range(n_in):
+            g = real(0)
+            for s in range(m):
+                g = _fma_exact(D[s, j], src[rows[s], k], g, dtype)
+            expected_gW[j, k] = g * scale
+    assert np.array_equal(gW, expected_gW) and np.array_equal(gb, expected_gb)

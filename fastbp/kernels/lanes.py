@@ -12,9 +12,11 @@ elements in and out of such fixed-width rows is here:
 - :func:`load_prefix` / :func:`store_prefix`: copy the first ``n`` elements of a row
   with one masked vector load or store (the lanes past ``n`` are zero in a loaded row
   and untouched in a stored one), so no element beyond a row is read or written.
-- :func:`row_fill`, :func:`row_copy`, :func:`rows_fma4`, :func:`rows_fma_outer` and
-  :func:`rows_sum16`: rows of sums in such an array, set, added to by vector fused
-  multiply-adds and summed across their lanes in a fixed pairwise order.
+- :func:`row_fill`, :func:`row_copy`, :func:`rows_fma4`, :func:`rows_fma_broadcast`,
+  :func:`rows_fma_outer` and :func:`rows_sum16`: rows of sums in such an array, set,
+  added to by vector fused multiply-adds and summed across their lanes in a fixed
+  pairwise order; :func:`axpy_prefix` and :func:`rows_axpy_prefix` add rows of sums,
+  scaled, to an array's rows.
 
 None of them checks bounds (the callers pass offsets of rows inside the arrays).
 
@@ -133,12 +135,13 @@ def _vector_name(vty):
 def _prefix_copy(name, dst, src, width, emit):
     """Typing and code generation shared by the masked row operations, whose arguments
     start (dst, dst_off, src, src_off, n, ...): ``emit(context, builder, sig, args, to,
-    frm, mask, vty, align)`` works on the rows at the two w-lane pointers."""
-    w = _width(width, name)
-    if w is None:
-        return None
+    frm, mask, vty, align)`` works on the rows at the two w-lane pointers (w: ``width``,
+    or with 0 one register's lanes)."""
     _contiguous_1d(dst, name)
     _contiguous_1d(src, name)
+    w = _row_width(width, dst.dtype, name)
+    if w is None:
+        return None
     if dst.dtype != src.dtype:
         raise TypingError(f"{name}: dst and src must have one dtype")
 
@@ -218,18 +221,20 @@ def axpy_prefix(typingctx, dst, dst_off, src, src_off, n, coef, keep, width):
 
 def _axpy_row(context, builder, sig, args, to, frm, mask, vty, align):
     """The code of :func:`axpy_prefix` (args[5] is coef, args[6] keep)."""
-    w = vty.count
-    align = ir.IntType(32)(align)
     keep = context.cast(builder, args[6], sig.args[6], types.boolean)
-    zeros = ir.Constant(vty, [ir.Constant(vty.element, 0.0)] * w)
-    none = ir.Constant(mask.type, [ir.Constant(ir.IntType(1), 0)] * w)
+    _axpy(builder, to, frm, mask, keep, _splat(builder, args[5], vty), vty, align)
+
+
+def _axpy(builder, to, frm, mask, keep, coef, vty, align):
+    """*to = coef * *frm (+ *to when ``keep``), on the lanes of ``mask`` only."""
+    align = ir.IntType(32)(align)
+    zeros = ir.Constant(vty, [ir.Constant(vty.element, 0.0)] * vty.count)
+    none = ir.Constant(mask.type, [ir.Constant(ir.IntType(1), 0)] * vty.count)
     old = _masked_call(builder, "load", vty, [to, align, builder.select(keep, mask, none),
                                               zeros])
     row = _masked_call(builder, "load", vty, [frm, align, mask, zeros])
     _masked_call(builder, "store", ir.VoidType(),
-                 [builder.call(_fma_fn(builder, vty), [_splat(builder, args[5], vty), row, old]),
-                  to, align, mask])
-
+                 [builder.call(_fma_fn(builder, vty), [coef, row, old]), to, align, mask])
 
 
 # Rows of sums held in vector registers. The narrow kernels and the forward pass's dot
@@ -414,3 +419,97 @@ def rows_sum16(typingctx, acc):
         return context.make_tuple(builder, sig.return_type, sums)
 
     return retty(acc), codegen
+
+
+@intrinsic
+def rows_fma_broadcast(typingctx, acc, src, src_off, coefs, coef_off, n_rows):
+    """``acc[r L:(r + 1) L] = fma(coefs[coef_off + r], src[src_off:src_off + L], ...)``
+    for r < R (``n_rows``, a literal up to 16; L one register's lanes), and the
+    coefficients themselves added lane by lane to their own sums, the R' (R rounded up
+    to whole registers) lanes from ``acc[R L]``: ``acc[R L + i] += coefs[coef_off + i]``.
+    So R' coefficients are read, all but R of them only into those sums.
+
+    One load of the source row and R vector fused multiply-adds, each with its
+    coefficient loaded and broadcast from memory (on AVX-512 the fma's own broadcast
+    operand), and one vector addition per register of coefficients."""
+    if not (getattr(acc, "dtype", None) == getattr(src, "dtype", None)
+            == getattr(coefs, "dtype", None)):
+        raise TypingError("rows_fma_broadcast: acc, src and coefs must have one dtype")
+    for a in (acc, src, coefs):
+        _contiguous_1d(a, "rows_fma_broadcast")
+    if not isinstance(n_rows, types.IntegerLiteral):
+        return None
+    R = n_rows.literal_value
+    if not 1 <= R <= 16:
+        raise TypingError(f"rows_fma_broadcast: 1 to 16 rows, got {R}")
+    w = _register_lanes(acc.dtype)
+
+    def codegen(context, builder, sig, args):
+        vty, align = _vector_of(context, sig.args[0].dtype, w)
+        fma_fn = _fma_fn(builder, vty)
+        q = builder.load(_row_at(context, builder, sig, args, 1, vty), align=align)
+        base = context.cast(builder, args[4], sig.args[4], types.intp)
+        coef_ptr = _row_ptr(context, builder, sig.args[3], args[3], base, types.intp)
+
+        def acc_ptr(i, ty):
+            off = context.get_constant(types.intp, i)
+            return builder.bitcast(_row_ptr(context, builder, sig.args[0], args[0], off,
+                                            types.intp), ty.as_pointer())
+
+        for r in range(R):
+            c = builder.load(cgutils.gep(builder, coef_ptr, r), align=align)
+            p = acc_ptr(r * w, vty)
+            old = builder.load(p, align=align)
+            builder.store(builder.call(fma_fn, [_splat(builder, c, vty), q, old]), p,
+                          align=align)
+        # whole registers: a vector of 12 lanes, say, is taken apart lane by lane
+        for i in range(0, R, w):
+            p = acc_ptr(R * w + i, vty)
+            c = builder.load(builder.bitcast(cgutils.gep(builder, coef_ptr, i),
+                                             vty.as_pointer()), align=align)
+            builder.store(builder.fadd(builder.load(p, align=align), c), p, align=align)
+        return context.get_dummy_value()
+
+    return types.none(acc, src, src_off, coefs, coef_off, n_rows), codegen
+
+
+@intrinsic
+def rows_axpy_prefix(typingctx, dst, dst_off, dst_stride, used, n, acc, coef, keep, n_rows):
+    """``dst[o_r:o_r + n] = coef * acc[r L:r L + n]``, plus the old values of ``dst`` when
+    ``keep``, for the rows r < ``used`` of R (``n_rows``, a literal), o_r = dst_off + r
+    dst_stride (L one register's lanes, n <= L): for each row one vector multiply-add
+    between a masked load and a masked store, reading and writing no element past the
+    n-th of a row.
+
+    The rows are picked by constant offsets: a row of ``acc`` picked by a run-time index
+    would keep all of them out of registers."""
+    for a in (dst, acc):
+        _contiguous_1d(a, "rows_axpy_prefix")
+    if not dst.dtype == acc.dtype == coef:
+        raise TypingError("rows_axpy_prefix: dst, acc and coef must have one dtype")
+    if not isinstance(n_rows, types.IntegerLiteral):
+        return None
+    R = n_rows.literal_value
+    w = _register_lanes(acc.dtype)
+
+    def codegen(context, builder, sig, args):
+        vty, align = _vector_of(context, sig.args[0].dtype, w)
+
+        def intp(i):
+            return context.cast(builder, args[i], sig.args[i], types.intp)
+
+        off, stride, used = intp(1), intp(2), intp(3)
+        mask = _mask(builder, context.cast(builder, args[4], sig.args[4], types.int64), w)
+        keep = context.cast(builder, args[7], sig.args[7], types.boolean)
+        coef = _splat(builder, args[6], vty)
+        for r in range(R):
+            with builder.if_then(builder.icmp_signed(">", used, used.type(r))):
+                to = _vptr(context, builder, sig.args[0], args[0],
+                           builder.add(off, builder.mul(stride, stride.type(r))), types.intp,
+                           vty)
+                frm = _vptr(context, builder, sig.args[5], args[5],
+                            context.get_constant(types.intp, r * w), types.intp, vty)
+                _axpy(builder, to, frm, mask, keep, coef, vty, align)
+        return context.get_dummy_value()
+
+    return types.none(dst, dst_off, dst_stride, used, n, acc, coef, keep, n_rows), codegen

@@ -7,17 +7,17 @@ Each of the three sums ends in rows, or blocks of rows, of a few vectors:
   first copied to the stack as the rows of W^T);
 - BP2: a block of 128 bytes of columns (32 float32, 16 float64) of the row of δ^{l-1}
   of example s, Σ_j δ^l_sj w^l_j·  (a sum over the layer's j);
-- BP3: such a block of the row j of ∂C/∂W, Σ_s δ^l_sj a^{l-1}_s·  (a sum over the
-  minibatch's s).
+- BP3: one register of columns (16 float32, 8 float64) of the row j of ∂C/∂W,
+  Σ_s δ^l_sj a^{l-1}_s·  (a sum over the minibatch's s).
 
 On a 16- or 30-wide row the register-blocked kernels of :mod:`fastbp.kernels.blocked`
 spend more on setting up each short run-time-length loop (or, in the forward pass, on
 adding up the lanes of each dot product) than on the arithmetic, and carry their
-partial sums through memory from one block to the next. Here four such rows are summed
-in registers over the whole sum: each term loads one row of W, W^T or the layer's input
-as one or two vectors of a compile-time width (16 or 32 elements) and adds it, times
-four broadcast coefficients, to the four rows of sums, the form of OpenBLAS's
-microkernels. A row of W or of the input read past its last element runs into the next
+partial sums through memory from one block to the next. Here four such rows (in BP3
+up to sixteen) are summed in registers over the whole sum: each term loads one row of
+W, W^T or the layer's input as one or two vectors of a compile-time width (16 or 32
+elements) and adds it, times four (sixteen) broadcast coefficients, to the rows of
+sums, the form of OpenBLAS's microkernels. A row of W or of the input read past its last element runs into the next
 rows of the same array (those lanes are summed but never stored); the last rows, where
 such a read would leave the array, are first copied into a zero-padded row on the stack
 with a masked load. The sums are stored with masked stores of exactly the row's elements
@@ -39,9 +39,12 @@ from .lanes import (
     load_prefix,
     row_copy,
     row_fill,
+    rows_axpy_prefix,
     rows_fma4,
+    rows_fma_broadcast,
     scratch,
     store_prefix,
+    vector_lanes,
 )
 from .layers import derivative_scale, sgd_range
 from .views import flat, mat
@@ -190,53 +193,51 @@ def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
     _activate_rows(act, m, Z, A, n_out)
 
 
-@njit(inline="always", **SERIAL)
-def _store_row(C, j, k0, n, add, coef, acc, r, w):
-    """C[j, k0:k0 + n] = coef acc[r WIDTH:r WIDTH + n] (+ C[j, k0:k0 + n] when ``add``)."""
-    axpy_prefix(flat(C), j * C.shape[1] + k0, acc, r * WIDTH, n, coef, add, w)
+#: Rows j of ∂C/∂W the gradient step sums at once (at most; 12, 8 or 4 for the last).
+GRADIENT_ROWS = 16
+#: Elements of the gradient step's sums: 16 rows of one register (16 float32, 8 float64)
+#: and 16 lanes of sums of δ.
+GRADIENT_SUMS = 16 * 16 + 16
 
 
 @njit(inline="always", **SERIAL)
-def _gradient_rows(D, A_prev, rows, tail, m, coef, C, add, gb, scale, acc, j0, k0, w, zero):
-    """Columns k0 .. k0 + w - 1 (those < n_in) of the rows j0 .. j0 + 3 (those < n_out)
-    of C: coef Σ_s δ_sj a_{rows[s]} (added to C when ``add``), and gb_j = scale Σ_s δ_sj."""
+def _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
+                   R, zero):
+    """Columns k0 .. k0 + L - 1 (those < n_in; L one register's lanes) of the rows
+    j0 .. j0 + R - 1 (those < n_out) of C: coef Σ_s δ_sj a_{rows[s]} (added to C when
+    ``add``); from the first block of columns also gb_j = scale Σ_s δ_sj."""
     n_out, n_in = C.shape
-    n = min(w, n_in - k0)
-    inside = _rows_inside(A_prev.shape[0], n_in, k0, w)
+    L = vector_lanes(zero)
+    n = min(L, n_in - k0)
+    used = min(R, n_out - j0)
+    inside = _rows_inside(A_prev.shape[0], n_in, k0, L)
+    # rows of δ from which 16 coefficients can be read (rows_fma_broadcast reads up to 16)
+    d_inside = _rows_inside(D.shape[0], n_out, j0, 16)
     a_flat = flat(A_prev)
-    j1 = min(j0 + 1, n_out - 1)  # rows past the layer repeat its last (never stored)
-    j2 = min(j0 + 2, n_out - 1)
-    j3 = min(j0 + 3, n_out - 1)
-    _zero_rows(acc, w, zero)
-    b0 = b1 = b2 = b3 = zero
+    d_flat = flat(D)
+    for i in range(R):
+        row_fill(acc, i * L, zero, 0)
+    row_fill(acc, R * L, zero, 16)
     for s in range(m):
-        d0 = D[s, j0]
-        d1 = D[s, j1]
-        d2 = D[s, j2]
-        d3 = D[s, j3]
-        b0 += d0
-        b1 += d1
-        b2 += d2
-        b3 += d3
         r = rows[s]
         if r < inside:
-            rows_fma4(acc, WIDTH, a_flat, r * n_in + k0, d0, d1, d2, d3, w)
+            src = a_flat
+            src_off = r * n_in + k0
         else:
-            load_prefix(tail, 0, a_flat, r * n_in + k0, n, w)
-            rows_fma4(acc, WIDTH, tail, 0, d0, d1, d2, d3, w)
-    # rows of the sums by constant index only (see _backward_columns); every block of
-    # columns stores the same sums of δ
-    _store_row(C, j0, k0, n, add, coef, acc, 0, w)
-    gb[j0] = b0 * scale
-    if j0 + 1 < n_out:
-        _store_row(C, j1, k0, n, add, coef, acc, 1, w)
-        gb[j1] = b1 * scale
-    if j0 + 2 < n_out:
-        _store_row(C, j2, k0, n, add, coef, acc, 2, w)
-        gb[j2] = b2 * scale
-    if j0 + 3 < n_out:
-        _store_row(C, j3, k0, n, add, coef, acc, 3, w)
-        gb[j3] = b3 * scale
+            load_prefix(tail, 0, a_flat, r * n_in + k0, n, 0)
+            src = tail
+            src_off = 0
+        if s < d_inside:
+            coefs = d_flat
+            coef_off = s * n_out + j0
+        else:
+            load_prefix(dtail, 0, d_flat, s * n_out + j0, used, 16)
+            coefs = dtail
+            coef_off = 0
+        rows_fma_broadcast(acc, src, src_off, coefs, coef_off, R)
+    rows_axpy_prefix(flat(C), j0 * n_in + k0, n_in, used, n, acc, coef, add, R)
+    if k0 == 0:  # every block of columns has the same sums of δ
+        axpy_prefix(gb, j0, acc, R * L, used, scale, False, 16)
 
 
 @njit(**NOALIAS)
@@ -244,13 +245,20 @@ def gradient_step_narrow(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, mo
                          decay, apply):
     """BP3/BP4 and the SGD step, as :func:`fastbp.kernels.blocked.gradient_step_ser`.
 
-    Four rows j of ∂C/∂W at a time, 128 bytes of columns at a time (as
-    :func:`backward_narrow`), are summed in registers over all m examples (one input
-    row loaded per example, four multiply-adds with δ_sj broadcast), then scaled
-    and stored: ∂C/∂w_jk = scale Σ_s δ_sj a_sk, or for a plain SGD step (no momentum,
-    no decay) w_jk += (-η scale) Σ_s δ_sj a_sk straight into W. Each block of rows takes
-    its step (momentum, decay) right after, as the blocked kernel does; the biases take
-    theirs at the end.
+    Up to 16 rows j of ∂C/∂W at a time (:data:`GRADIENT_ROWS`; the last block 16, 12, 8
+    or 4 rows, whichever covers the rest), one register of columns at a time (16
+    float32, 8 float64), are summed in registers over all m examples: per example one
+    input row loaded and one multiply-add per row j, its coefficient δ_sj broadcast
+    straight from the row of δ (the row's δ are consecutive), and that row of δ added
+    to the sums Σ_s δ_sj. Then the sums are scaled and stored:
+    ∂C/∂w_jk = scale Σ_s δ_sj a_sk, or for a plain SGD step (no momentum, no decay)
+    w_jk += (-η scale) Σ_s δ_sj a_sk straight into W. Each block of rows takes its step
+    (momentum, decay) right after, as the blocked kernel does; the biases take theirs
+    at the end.
+
+    Each sum runs over s in ascending order from 0, one fma (the biases' one addition)
+    per example. Four rows at a time, each δ loaded and broadcast on its own, took
+    1.2-1.5x as long (float32; a 16 x 16 step ran at 0.58 of OpenBLAS's rate).
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
@@ -258,19 +266,28 @@ def gradient_step_narrow(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, mo
     direct = mode == DIRECT
     coef = -(lr * scale) if direct else scale
     C = W if direct else gW
-    acc = scratch(SUMS, zero)
-    tail = scratch(WIDTH, zero)
-    step = _columns(W)
-    for j0 in range(0, n_out, 4):
-        for k0 in range(0, n_in, step):
-            if n_in - k0 <= 16 or step == 16:
-                _gradient_rows(D, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc,
-                               j0, k0, 16, zero)
+    acc = scratch(GRADIENT_SUMS, zero)
+    tail = scratch(16, zero)
+    dtail = scratch(16, zero)
+    L = vector_lanes(zero)
+    for j0 in range(0, n_out, GRADIENT_ROWS):
+        rest = n_out - j0
+        for k0 in range(0, n_in, L):
+            # R a literal: each is its own body, its sums in registers
+            if rest > 12:
+                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, direct, gb, scale,
+                               acc, j0, k0, 16, zero)
+            elif rest > 8:
+                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, direct, gb, scale,
+                               acc, j0, k0, 12, zero)
+            elif rest > 4:
+                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, direct, gb, scale,
+                               acc, j0, k0, 8, zero)
             else:
-                _gradient_rows(D, A_prev, rows, tail, m, coef, C, direct, gb, scale, acc,
-                               j0, k0, WIDTH, zero)
+                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, direct, gb, scale,
+                               acc, j0, k0, 4, zero)
         if mode == STEP:
-            sgd_range(flat(W), flat(VW), flat(gW), j0 * n_in, min(j0 + 4, n_out) * n_in,
-                      lr, momentum, decay)
+            sgd_range(flat(W), flat(VW), flat(gW), j0 * n_in,
+                      min(j0 + GRADIENT_ROWS, n_out) * n_in, lr, momentum, decay)
     if mode != GRADIENT:  # biases are not decayed; all in one pass (a few elements)
         sgd_range(b, Vb, gb, 0, n_out, lr, momentum, zero)
