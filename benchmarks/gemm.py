@@ -165,7 +165,7 @@ def layer_cases(w, dtype, rng, from_python=False):
         fwd = (kernels.forward_ser, kernels.forward_par, kernels.forward_narrow)[par[l, 0]]
         bwd = (kernels.backward_ser, kernels.backward_par, kernels.backward_narrow)[par[l, 1]]
         grd = (kernels.gradient_step_ser, kernels.gradient_step_par,
-               kernels.gradient_step_narrow)[par[l, 2]]
+               kernels.gradient_step_narrow, kernels.gradient_step_columns)[par[l, 2]]
         lr, zero = real(1e-9), real(0)
         grad_args = (D, A_prev, rows, m, real(1 / m), W, b, gW, gb, gW, gb, lr, zero, zero)
         # OpenBLAS's operands and outputs

@@ -117,19 +117,20 @@ PARALLEL_MIN_WORK = 32768
 #: depend on it.
 ACTIVATE_PAR_MIN = 8192
 
-#: Widest input (n_{l-1}) whose serial BP2 and gradient step always run the narrow
-#: kernels (:func:`fastbp.kernels.narrow.backward_narrow`,
-#: :func:`~fastbp.kernels.narrow.gradient_step_narrow`; their blocks of sums are 128
-#: bytes of columns: 32 float32, 16 float64). Kernel A/B against the blocked kernels,
-#: 2 cores, 16- to 30-wide inputs, m = 10-100: BP2 float32 2.0-2.9x, float64 1.5-1.9x;
-#: gradient step float32 1.5-2.4x, float64 1.3-2.1x.
+#: Widest input (n_{l-1}) whose serial BP2 always runs the narrow kernel
+#: (:func:`fastbp.kernels.narrow.backward_narrow`; its blocks of sums are 128 bytes of
+#: columns: 32 float32, 16 float64), and the forward pass may. Kernel A/B against the
+#: blocked kernel, 2 cores, 16- to 30-wide inputs, m = 10-100: BP2 float32 2.0-2.9x,
+#: float64 1.5-1.9x. Serial gradient steps of any width run the narrow kernel
+#: (:func:`~fastbp.kernels.narrow.gradient_step_narrow`): kernel A/B against the serial
+#: blocked kernel, 10-100 examples, 10-16 neurons over 64-100 inputs: float32
+#: 1.27-1.82x, float64 1.14-1.35x.
 NARROW_MAX_WIDTH = 32
 
 #: Fewest neurons (n_l) from which a serial BP2 over a wider input also runs the narrow
 #: kernel: its sum over j is then long enough to repay each block's stores. Kernel A/B,
 #: 8 to 30 neurons over 40- to 100-wide inputs: float32 1.08-1.7x, float64 0.93-1.22x;
-#: 4 neurons over 200 inputs: float32 1.09x, float64 0.87x. Wider gradient steps stay
-#: blocked (100-wide rows: float32 0.92-1.13x, float64 0.86-1.03x).
+#: 4 neurons over 200 inputs: float32 1.09x, float64 0.87x.
 NARROW_BACKWARD_MIN_OUTPUTS = 8
 
 #: Bytes of work (batch × n_out × n_in × itemsize) up to which a layer's narrow kernels

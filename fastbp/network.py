@@ -279,15 +279,19 @@ class Network:
         """Sizes, per-layer parallel flags and workspaces for minibatches of ``batch``.
 
         Each of a layer's three kernels runs the narrow kernel where its shape suits it:
-        BP2 or the gradient step over a narrow input (``NARROW_MAX_WIDTH``), BP2 of a
+        the gradient step always, BP2 over a narrow input (``NARROW_MAX_WIDTH``) or of a
         layer of several neurons (``NARROW_BACKWARD_MIN_OUTPUTS``), the forward pass of a
         narrow layer over a narrow input (``NARROW_FORWARD_OUTPUTS``,
         ``NARROW_FORWARD_MIN_BATCH``), unless its work (batch × n_out × n_in
         multiply-adds) is more than a serial narrow kernel does faster
         (``NARROW_SERIAL_MAX_BYTES``). Otherwise it runs in parallel when
         its work repays a parallel region (``PARALLEL_MIN_WORK``) and its parallel loop
-        has more than one block, and the serial blocked kernel if not. The choices depend
-        on shapes alone, never on the thread count.
+        has more than one block, and the serial blocked kernel if not. A parallel
+        gradient step of a hidden layer (l > 0) runs the narrow kernel's parallel build
+        (``COLUMNS``) in float32, and in float64 for 16 neurons or fewer; the first
+        layer's stays blocked (its rows, gathered from the training set, are read
+        whole). The choices depend on shapes and the dtype alone, never on the thread
+        count.
         Column 3 of the first layer's flags: whether its step feeds the next minibatch
         forward in the same region (``FUSE_MAX_BYTES``).
         """
@@ -301,13 +305,15 @@ class Network:
                 n_in <= NARROW_MAX_WIDTH and n_out in NARROW_FORWARD_OUTPUTS
                 and batch >= NARROW_FORWARD_MIN_BATCH,
                 n_in <= NARROW_MAX_WIDTH or n_out >= NARROW_BACKWARD_MIN_OUTPUTS,
-                n_in <= NARROW_MAX_WIDTH,
+                True,
             )
             parallel = (big and n_out > 4, big and batch > 4, big and n_out > 1)
             serial = work * itemsize <= NARROW_SERIAL_MAX_BYTES
             for c in range(3):
                 par[l, c] = (codes.NARROW if narrow[c] and (serial or not parallel[c]) else
                              codes.PARALLEL if parallel[c] else codes.BLOCKED)
+            if par[l, 2] == codes.PARALLEL and l > 0 and (itemsize == 4 or n_out <= 16):
+                par[l, 2] = codes.COLUMNS
         par[0, 3] = (par[0, 2] == codes.PARALLEL
                      and batch * self.sizes[0] * itemsize <= FUSE_MAX_BYTES)
         total = batch * sum(self.sizes[1:])

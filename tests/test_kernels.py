@@ -454,10 +454,12 @@ def test_backward_narrow(act, dtype, m, n_out, n_in, rng):
 ])
 @pytest.mark.parametrize("n_out", [1, 6, 10, 16, 21, 29])
 @pytest.mark.parametrize("n_in", NARROW_INPUTS)
-def test_gradient_step_narrow(momentum, decay, apply, m, n_out, n_in, dtype, rng):
-    """The narrow-input gradient step against the reference, its rows read through
-    ``rows`` (the source's last row, copied to the stack, always among them) and every
-    array ending at an inaccessible page; a plain SGD step leaves gW unwritten."""
+@pytest.mark.parametrize("kernel", ["narrow", "columns"])
+def test_gradient_step_narrow(kernel, momentum, decay, apply, m, n_out, n_in, dtype, rng):
+    """The narrow gradient step, serial and parallel over columns, against the
+    reference, its rows read through ``rows`` (the source's last row, copied to the
+    stack, always among them) and every array ending at an inaccessible page; a plain
+    SGD step leaves gW unwritten."""
     real = np.dtype(dtype).type
     D = _guarded(rng.normal(0, 1, (m, n_out)).astype(dtype))
     src = _guarded(rng.normal(0, 1, (m + 3, n_in)).astype(dtype))
@@ -468,42 +470,52 @@ def test_gradient_step_narrow(momentum, decay, apply, m, n_out, n_in, dtype, rng
                     for shape in ((n_out, n_in), n_out, (n_out, n_in), n_out))
     gW, gb = _guarded(np.full((n_out, n_in), np.nan, dtype)), _guarded(np.empty(n_out, dtype))
     w, bb, vw, vb = (np.array(x, float) for x in (W, b, VW, Vb))
-    K.gradient_step_narrow(D, src, rows, m, real(1) / real(m), W, b, gW, gb, VW, Vb,
-                           real(0.1), real(momentum), real(decay), apply)
+    step = K.gradient_step_narrow if kernel == "narrow" else K.gradient_step_columns
+    step(D, src, rows, m, real(1) / real(m), W, b, gW, gb, VW, Vb, real(0.1), real(momentum),
+         real(decay), apply)
     d, a = np.asarray(D, float), np.asarray(src, float)[rows]
     _check_step(d, a, (W, b, gW, gb, VW, Vb), (w, bb, vw, vb), momentum, decay, apply, dtype)
 
 
 def test_narrow_kernels_are_chosen_by_shape():
-    """Serial BP2 and gradient steps of inputs up to 32 wide, serial BP2 of 8 neurons
-    or more over any input, and serial forward passes of 9 to 16 neurons over inputs up
-    to 32 wide in minibatches of 8 or more, run the narrow kernels, also where the work
-    would run in parallel, up to 524288 bytes of it; the thread count plays no part."""
+    """Serial gradient steps of any shape, serial BP2 of inputs up to 32 wide or of 8
+    neurons or more, and serial forward passes of 9 to 16 neurons over inputs up to 32
+    wide in minibatches of 8 or more, run the narrow kernels, also where the work would
+    run in parallel, up to 524288 bytes of it. Parallel gradient steps of hidden layers
+    run the narrow kernel's parallel build (COLUMNS) in float32, and in float64 for 16
+    neurons or fewer; the first layer's run the blocked one. The thread count plays no
+    part."""
     from fastbp.kernels import codes
 
     for dtype in DTYPES:
         par = fastbp.Network([784, 30, 10], dtype=dtype)._kernel_args(10)[1]
         assert par[1, 1] == codes.NARROW and par[1, 2] == codes.NARROW
         assert par[0, 2] == codes.PARALLEL
-        # wider inputs: BP2 of 8 neurons or more only
+        # wider inputs: BP2 of 8 neurons or more, any gradient step
         par = fastbp.Network([784, 100, 10], dtype=dtype)._kernel_args(10)[1]
-        assert par[1, 1] == codes.NARROW and par[1, 2] == codes.BLOCKED
-    # 100 x 100 x 10 multiply-adds: serial narrow BP2 in float32 (400 KB), parallel in
-    # float64 (800 KB)
+        assert par[1, 1] == codes.NARROW and par[1, 2] == codes.NARROW
+    # 100 x 100 x 10 multiply-adds: serial narrow BP2 and gradient step in float32
+    # (400 KB), parallel in float64 (800 KB), the gradient step's over columns
     par = fastbp.Network([784, 100, 10], dtype="float32")._kernel_args(100)[1]
-    assert par[1, 1] == codes.NARROW and (par[1, [0, 2]] == codes.PARALLEL).all()
+    assert (par[1, 1:3] == codes.NARROW).all() and par[1, 0] == codes.PARALLEL
     par = fastbp.Network([784, 100, 10], dtype="float64")._kernel_args(100)[1]
-    assert (par[1, :3] == codes.PARALLEL).all()
+    assert (par[1, :2] == codes.PARALLEL).all() and par[1, 2] == codes.COLUMNS
+    assert par[0, 2] == codes.PARALLEL
     # 16 neurons over 32 inputs: serial up to 256 examples in float32, 128 in float64
     for dtype, batch, code in (("float32", 256, codes.NARROW), ("float32", 257, codes.PARALLEL),
                                ("float64", 128, codes.NARROW), ("float64", 129, codes.PARALLEL)):
         par = fastbp.Network([32, 32, 16], dtype=dtype)._kernel_args(batch)[1]
-        assert (par[1, :3] == code).all()
+        assert (par[1, :2] == code).all()
+        assert par[1, 2] == (code if code == codes.NARROW else codes.COLUMNS)
+    # 17 neurons: parallel gradient steps over columns in float32 only
+    for dtype, code in (("float32", codes.COLUMNS), ("float64", codes.PARALLEL)):
+        par = fastbp.Network([32, 32, 17], dtype=dtype)._kernel_args(512)[1]
+        assert par[1, 2] == code
     par = fastbp.Network([784, 16, 16, 10], dtype="float64")._kernel_args(100)[1]
     assert (par[1:, 1:3] == codes.NARROW).all()
     assert (par[1:, 0] == codes.NARROW).all()  # 16 -> 16 and 16 -> 10, batches of 100
     par = fastbp.Network([50, 40, 3], dtype="float32")._kernel_args(10)[1]
-    assert par[1, 1] == codes.BLOCKED and par[1, 2] == codes.BLOCKED
+    assert par[1, 1] == codes.BLOCKED and par[1, 2] == codes.NARROW
     assert par[1, 0] == codes.BLOCKED  # 3 outputs
     for batch, n_out, forward in ((7, 12, codes.BLOCKED), (8, 12, codes.NARROW),
                                   (8, 8, codes.BLOCKED), (8, 17, codes.BLOCKED)):
@@ -764,9 +776,11 @@ def test_bp2_sums_run_in_the_documented_order(dtype, kernel):
     assert np.array_equal(D_prev, expected)
 
 
+@pytest.mark.parametrize("kernel", ["narrow", "columns"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_bp3_sums_run_in_the_documented_order(dtype):
-    """The narrow gradient step's ∂C/∂w_jk and ∂C/∂b_j bit for bit as documented:
+def test_bp3_sums_run_in_the_documented_order(dtype, kernel):
+    """The narrow gradient step's ∂C/∂w_jk and ∂C/∂b_j (serial and parallel builds) bit
+    for bit as documented:
     Σ_s δ_sj a_{rows[s],k} from 0 in ascending order of s, one fma per term, then times
     scale; Σ_s δ_sj likewise by addition, then times scale. 21 rows: a block of 16 and
     one of 8 rows (3 of them past the layer); 19 columns: one or two blocks of a
@@ -781,8 +795,9 @@ def test_bp3_sums_run_in_the_documented_order(dtype):
     b = rng.normal(size=n_out).astype(dtype)
     gW, gb = np.empty_like(W), np.empty_like(b)
     scale = real(1) / real(m)
-    K.gradient_step_narrow(D, src, rows, m, scale, W, b, gW, gb, W.copy(), b.copy(),
-                           real(0.1), real(0), real(0), False)
+    step = K.gradient_step_narrow if kernel == "narrow" else K.gradient_step_columns
+    step(D, src, rows, m, scale, W, b, gW, gb, W.copy(), b.copy(), real(0.1), real(0),
+         real(0), False)
     expected_gW, expected_gb = np.empty_like(gW), np.empty_like(gb)
     for j in range(n_out):
         sb = real(0)

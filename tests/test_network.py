@@ -166,8 +166,11 @@ def test_fit_reads_training_data_that_is_its_own_weights_as_it_was(sizes, batch)
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("sizes,batch", [([784, 16, 16, 10], 100), ([7, 5, 3], 1), ([4, 4, 4, 1], 33)])
+@pytest.mark.parametrize("sizes,batch", [([784, 16, 16, 10], 100), ([7, 5, 3], 1), ([4, 4, 4, 1], 33),
+                                        ([30, 64, 64, 12], 100), ([50, 200, 12], 100)])
 def test_thread_count_changes_no_bit(sizes, batch, dtype):
+    """Any thread count, bitwise the same gradients, training and outputs; the last two
+    networks' hidden layers take parallel gradient steps over columns (COLUMNS)."""
     rng = np.random.default_rng(0)
     X = rng.uniform(0, 1, (300, sizes[0]))
     y = rng.integers(0, sizes[-1], 300)

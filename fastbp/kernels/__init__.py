@@ -30,7 +30,12 @@ with kernel_cache():
         output_delta_cost,
         step_forward_par,
     )
-    from .narrow import backward_narrow, forward_narrow, gradient_step_narrow
+    from .narrow import (
+        backward_narrow,
+        forward_narrow,
+        gradient_step_columns,
+        gradient_step_narrow,
+    )
     from .codes import (
         ACTIVATION_CODES,
         COST_CODES,
@@ -65,6 +70,7 @@ __all__ = [
     "forward_narrow",
     "forward_par",
     "forward_ser",
+    "gradient_step_columns",
     "gradient_step_narrow",
     "gradient_step_par",
     "gradient_step_ser",

@@ -19,7 +19,10 @@ ACTIVATION_CODES = {
 COST_CODES = {"quadratic": QUADRATIC, "cross_entropy": CROSS_ENTROPY}
 
 #: Which kernel a layer's forward pass, BP2 or gradient step runs (columns 0-2 of the
-#: drivers' ``par``): the register-blocked serial or parallel one, or the narrow one.
+#: drivers' ``par``): the register-blocked serial or parallel one, or the narrow one;
+#: for the gradient step also the narrow one's parallel build (threads split the
+#: columns).
 BLOCKED = 0
 PARALLEL = 1
 NARROW = 2
+COLUMNS = 3

@@ -9,10 +9,10 @@ views out of these buffers, so the number of layers is a run-time value: a netwo
 depth uses the same compiled code.
 
 ``par[l]`` holds, for layer l, which kernel runs its forward pass, its backward (BP2)
-and its gradient step (columns 0, 1, 2: ``BLOCKED``, ``PARALLEL`` or ``NARROW`` of
-:mod:`fastbp.kernels.codes`), and ``par[0, 3]`` whether the first layer's SGD step feeds
-the next minibatch forward in the same parallel region: chosen from the shapes by the
-caller. The drivers never allocate: they are compiled without reference counting
+and its gradient step (columns 0, 1, 2: ``BLOCKED``, ``PARALLEL``, ``NARROW`` or, for
+the gradient step, ``COLUMNS`` of :mod:`fastbp.kernels.codes`), and ``par[0, 3]``
+whether the first layer's SGD step feeds the next minibatch forward in the same
+parallel region: chosen from the shapes by the caller. The drivers never allocate: they are compiled without reference counting
 (``fastbp._config.NO_REFCOUNT``), so the views they slice cost no atomic operations.
 """
 
@@ -25,12 +25,16 @@ from .blocked import (
     forward_par,
     forward_ser,
     gradient_step_par,
-    gradient_step_ser,
     output_delta_cost,
     step_forward_par,
 )
-from .codes import NARROW, PARALLEL
-from .narrow import backward_narrow, forward_narrow, gradient_step_narrow
+from .codes import COLUMNS, NARROW, PARALLEL
+from .narrow import (
+    backward_narrow,
+    forward_narrow,
+    gradient_step_columns,
+    gradient_step_narrow,
+)
 from .views import mat
 
 
@@ -134,12 +138,12 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
         if par[l, 2] == PARALLEL:
             gradient_step_par(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
                               decay, apply)
-        elif par[l, 2] == NARROW:
+        elif par[l, 2] == COLUMNS:
+            gradient_step_columns(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr,
+                                  momentum, decay, apply)
+        else:
             gradient_step_narrow(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
                                  decay, apply)
-        else:
-            gradient_step_ser(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
-                              decay, apply)
     return False
 
 

@@ -29,10 +29,19 @@ Each element's sum runs in ascending order of k (forward, from b^l_j), j (BP2) o
 alone.
 """
 
-from numba import njit
+import numpy as np
+from numba import njit, prange
 
-from .._config import NOALIAS, SERIAL
-from .blocked import DIRECT, GRADIENT, STEP, _activate_rows, _mode, forward_ser
+from .._config import NOALIAS, PARALLEL, SERIAL
+from .blocked import (
+    DIRECT,
+    GRADIENT,
+    STEP,
+    _activate_rows,
+    _mode,
+    _named,
+    forward_ser,
+)
 from .lanes import (
     WIDTH,
     axpy_prefix,
@@ -241,24 +250,49 @@ def _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale, acc
 
 
 @njit(**NOALIAS)
-def gradient_step_narrow(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
-                         decay, apply):
+def _gradient_columns(D, A_prev, rows, m, coef, C, add, gb, scale, k0, zero):
+    """Columns k0 .. k0 + L - 1 of all rows of C (:func:`_gradient_rows`), 16 rows at a
+    time (the last block 16, 12, 8 or 4 rows, whichever covers the rest): the unit of
+    work of the gradient step's threads. Compiled once, not inlined, and called with an
+    int64 ``k0``, as :func:`fastbp.kernels.blocked._forward_block`."""
+    n_out = C.shape[0]
+    acc = scratch(GRADIENT_SUMS, zero)
+    tail = scratch(16, zero)
+    dtail = scratch(16, zero)
+    for j0 in range(0, n_out, GRADIENT_ROWS):
+        rest = n_out - j0
+        # R a literal: each is its own body, its sums in registers
+        if rest > 12:
+            _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale, acc,
+                           j0, k0, 16, zero)
+        elif rest > 8:
+            _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale, acc,
+                           j0, k0, 12, zero)
+        elif rest > 4:
+            _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale, acc,
+                           j0, k0, 8, zero)
+        else:
+            _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale, acc,
+                           j0, k0, 4, zero)
+
+
+def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
+                   apply):
     """BP3/BP4 and the SGD step, as :func:`fastbp.kernels.blocked.gradient_step_ser`.
 
-    Up to 16 rows j of ∂C/∂W at a time (:data:`GRADIENT_ROWS`; the last block 16, 12, 8
-    or 4 rows, whichever covers the rest), one register of columns at a time (16
-    float32, 8 float64), are summed in registers over all m examples: per example one
-    input row loaded and one multiply-add per row j, its coefficient δ_sj broadcast
-    straight from the row of δ (the row's δ are consecutive), and that row of δ added
-    to the sums Σ_s δ_sj. Then the sums are scaled and stored:
-    ∂C/∂w_jk = scale Σ_s δ_sj a_sk, or for a plain SGD step (no momentum, no decay)
-    w_jk += (-η scale) Σ_s δ_sj a_sk straight into W. Each block of rows takes its step
-    (momentum, decay) right after, as the blocked kernel does; the biases take theirs
-    at the end.
+    One register of columns at a time (16 float32, 8 float64; the threads share out
+    these blocks), up to 16 rows j of ∂C/∂W at a time (:data:`GRADIENT_ROWS`), are summed
+    in registers over all m examples: per example one input row loaded and one
+    multiply-add per row j, its coefficient δ_sj broadcast straight from the row of δ
+    (the row's δ are consecutive), and that row of δ added to the sums Σ_s δ_sj. Then
+    the sums are scaled and stored: ∂C/∂w_jk = scale Σ_s δ_sj a_sk, or for a plain SGD
+    step (no momentum, no decay) w_jk += (-η scale) Σ_s δ_sj a_sk straight into W. A
+    step with momentum or decay follows over all of W, then the biases take theirs.
 
     Each sum runs over s in ascending order from 0, one fma (the biases' one addition)
-    per example. Four rows at a time, each δ loaded and broadcast on its own, took
-    1.2-1.5x as long (float32; a 16 x 16 step ran at 0.58 of OpenBLAS's rate).
+    per example, whatever the thread count. Four rows at a time, each δ loaded and
+    broadcast on its own, took 1.2-1.7x as long (float32; a 16 x 16 step ran at 0.57
+    of OpenBLAS's rate).
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
@@ -266,28 +300,18 @@ def gradient_step_narrow(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, mo
     direct = mode == DIRECT
     coef = -(lr * scale) if direct else scale
     C = W if direct else gW
-    acc = scratch(GRADIENT_SUMS, zero)
-    tail = scratch(16, zero)
-    dtail = scratch(16, zero)
     L = vector_lanes(zero)
-    for j0 in range(0, n_out, GRADIENT_ROWS):
-        rest = n_out - j0
-        for k0 in range(0, n_in, L):
-            # R a literal: each is its own body, its sums in registers
-            if rest > 12:
-                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, direct, gb, scale,
-                               acc, j0, k0, 16, zero)
-            elif rest > 8:
-                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, direct, gb, scale,
-                               acc, j0, k0, 12, zero)
-            elif rest > 4:
-                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, direct, gb, scale,
-                               acc, j0, k0, 8, zero)
-            else:
-                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, direct, gb, scale,
-                               acc, j0, k0, 4, zero)
-        if mode == STEP:
+    for kb in prange((n_in + L - 1) // L):
+        _gradient_columns(D, A_prev, rows, m, coef, C, direct, gb, scale, L * np.int64(kb),
+                          zero)
+    if mode == STEP:
+        for jb in prange((n_out + GRADIENT_ROWS - 1) // GRADIENT_ROWS):
+            j0 = GRADIENT_ROWS * np.int64(jb)
             sgd_range(flat(W), flat(VW), flat(gW), j0 * n_in,
                       min(j0 + GRADIENT_ROWS, n_out) * n_in, lr, momentum, decay)
     if mode != GRADIENT:  # biases are not decayed; all in one pass (a few elements)
         sgd_range(b, Vb, gb, 0, n_out, lr, momentum, zero)
+
+
+gradient_step_narrow = njit(**NOALIAS)(_named(_gradient_step, "_narrow"))
+gradient_step_columns = njit(**PARALLEL)(_named(_gradient_step, "_columns"))
