@@ -164,8 +164,9 @@ def layer_cases(w, dtype, rng, from_python=False):
             Z_prev, D_prev = block(zbuf, l - 1, n_in), block(dbuf, l - 1, n_in)
         fwd = (kernels.forward_ser, kernels.forward_par, kernels.forward_narrow)[par[l, 0]]
         bwd = (kernels.backward_ser, kernels.backward_par, kernels.backward_narrow)[par[l, 1]]
-        grd = (kernels.gradient_step_ser, kernels.gradient_step_par,
-               kernels.gradient_step_narrow, kernels.gradient_step_columns)[par[l, 2]]
+        grd = {codes.PARALLEL: kernels.gradient_step_par,
+               codes.NARROW: kernels.gradient_step_narrow,
+               codes.COLUMNS: kernels.gradient_step_columns}[par[l, 2]]
         lr, zero = real(1e-9), real(0)
         grad_args = (D, A_prev, rows, m, real(1 / m), W, b, gW, gb, gW, gb, lr, zero, zero)
         # OpenBLAS's operands and outputs

@@ -341,14 +341,13 @@ def _check_step(d, a, after, before, momentum, decay, apply, dtype):
         assert_close(b, bb - 0.1 * ref_b, dtype, "b", magnitude=np.abs(bb).max())
 
 
-@pytest.mark.parametrize("parallel", [True, False])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m", [5, 8, 1, 6, 2])
 @pytest.mark.parametrize("momentum,decay,apply", [
     (0.0, 0.0, False), (0.0, 0.0, True), (0.0, 0.01, True), (0.9, 0.0, True), (0.5, 0.01, True),
 ])
 @pytest.mark.parametrize("n_out", [4, 7, 10])
-def test_gradient_step(momentum, decay, apply, m, n_out, dtype, parallel, rng):
+def test_gradient_step(momentum, decay, apply, m, n_out, dtype, rng):
     """BP3/BP4 averaged over m examples read through ``rows``, then the SGD step; rows
     of W in blocks of four and the rows left over (two, one, or two and one), examples
     in blocks of four and the one to three left over. A plain SGD step (no momentum, no
@@ -363,9 +362,8 @@ def test_gradient_step(momentum, decay, apply, m, n_out, dtype, parallel, rng):
     gW, gb = np.full((n_out, 6), np.nan, dtype), np.empty(n_out, dtype)
     real = np.dtype(dtype).type
     w, bb, vw, vb = (x.astype(float) for x in (W, b, VW, Vb))
-    step = K.gradient_step_par if parallel else K.gradient_step_ser
-    step(D, src, rows, m, real(1) / real(m), W, b, gW, gb, VW, Vb, real(0.1), real(momentum),
-         real(decay), apply)
+    K.gradient_step_par(D, src, rows, m, real(1) / real(m), W, b, gW, gb, VW, Vb, real(0.1),
+                        real(momentum), real(decay), apply)
     d, a = D[:m].astype(float), src[rows].astype(float)
     _check_step(d, a, (W, b, gW, gb, VW, Vb), (w, bb, vw, vb), momentum, decay, apply, dtype)
 

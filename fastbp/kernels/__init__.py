@@ -26,7 +26,6 @@ with kernel_cache():
         forward_par,
         forward_ser,
         gradient_step_par,
-        gradient_step_ser,
         output_delta_cost,
         step_forward_par,
     )
@@ -73,7 +72,6 @@ __all__ = [
     "gradient_step_columns",
     "gradient_step_narrow",
     "gradient_step_par",
-    "gradient_step_ser",
     "output_delta_cost",
     "step_forward_par",
     "tiny",

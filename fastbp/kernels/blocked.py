@@ -4,9 +4,11 @@ The three matrix-shaped loops of backpropagation are written as small register-b
 microkernels, each compiled twice from one Python function: ``*_par`` with
 ``parallel=True`` (``prange`` splits the blocks among threads) and ``*_ser`` without
 (``prange`` runs as ``range``), for layers too small to repay a parallel region (about
-1-2 µs on two cores). Which one a layer uses depends only on its shape, never on the
-thread count, and every output element is computed by one thread in a fixed order, so
-results are bitwise identical for any number of threads.
+1-2 µs on two cores). The gradient step is built parallel only: serial steps, and the
+parallel ones of hidden layers, run :mod:`fastbp.kernels.narrow`'s. Which one a layer
+uses depends only on its shape (and dtype), never on the thread count, and every output
+element is computed by one thread in a fixed order, so results are bitwise identical for
+any number of threads.
 
 Rows of the layer's input are read through an index array ``rows``: the first layer reads
 the shuffled minibatch straight from the training set (``rows`` = the epoch's order), so
@@ -511,7 +513,9 @@ def _mode(apply, momentum, decay, zero):
 
 def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
                    apply):
-    """BP3/BP4 averaged over m examples and, when ``apply``, the SGD step of the layer.
+    """BP3/BP4 averaged over m examples and, when ``apply``, the SGD step of the layer
+    (the first layer's, in parallel: its rows, gathered from the training set, are read
+    whole, where the narrow kernel's parallel build reads a register's width of each).
 
     ∂C/∂w_jk = Σ_s (scale δ_sj) a_{rows[s],k}, ∂C/∂b_j = scale Σ_s δ_sj (scale = 1/m).
     Threads split the neurons j in blocks of four rows, whose gradient rows stay in
@@ -570,7 +574,6 @@ forward_ser = njit(**NOALIAS)(_named(_forward, "_ser"))
 backward_par = njit(**PARALLEL)(_named(_backward, "_par"))
 backward_ser = njit(**NOALIAS)(_named(_backward, "_ser"))
 gradient_step_par = njit(**PARALLEL)(_named(_gradient_step, "_par"))
-gradient_step_ser = njit(**NOALIAS)(_named(_gradient_step, "_ser"))
 step_forward_par = njit(**PARALLEL)(_named(_step_forward, "_par"))
 
 

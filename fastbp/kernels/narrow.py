@@ -278,7 +278,7 @@ def _gradient_columns(D, A_prev, rows, m, coef, C, add, gb, scale, k0, zero):
 
 def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
                    apply):
-    """BP3/BP4 and the SGD step, as :func:`fastbp.kernels.blocked.gradient_step_ser`.
+    """BP3/BP4 and the SGD step, as :func:`fastbp.kernels.blocked.gradient_step_par`.
 
     One register of columns at a time (16 float32, 8 float64; the threads share out
     these blocks), up to 16 rows j of ∂C/∂W at a time (:data:`GRADIENT_ROWS`), are summed
