@@ -44,13 +44,14 @@ def test_cache_can_be_turned_off():
 def test_every_kernel_saves_under_the_lock(tmp_path):
     probe = subprocess.run(
         [sys.executable, "-c", "import fastbp.kernels as K\n"
-         "ks = [getattr(m, n) for m in (K.layers, K.blocked, K.flat) for n in dir(m)\n"
+         "ks = [getattr(m, n) for m in (K.layers, K.blocked, K.narrow, K.flat, K.tiny)\n"
+         "      for n in dir(m)\n"
          "      if hasattr(getattr(m, n), 'py_func')]\n"
          "print(len(ks), all(k._cache._cache_file._fastbp_locked for k in ks))"],
         env=_env(tmp_path), capture_output=True, text=True, check=True,
     )
     n, locked = probe.stdout.split()
-    assert int(n) >= 15 and locked == "True"
+    assert int(n) >= 20 and locked == "True"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -99,8 +100,9 @@ def test_parallel_and_serial_builds_have_their_own_cache_entries(tmp_path):
     the other's machine code."""
     probe = subprocess.run(
         [sys.executable, "-c", "import fastbp.kernels as K\n"
-         "for n in ('forward', 'backward', 'gradient_step'):\n"
-         "    p, s = getattr(K, n + '_par'), getattr(K, n + '_ser')\n"
+         "for p, s in (('forward_par', 'forward_ser'), ('backward_par', 'backward_ser'),\n"
+         "             ('gradient_step_columns', 'gradient_step_narrow')):\n"
+         "    p, s = getattr(K, p), getattr(K, s)\n"
          "    print(p._cache._cache_file._index_name, s._cache._cache_file._index_name,\n"
          "          p.targetoptions.get('parallel'), s.targetoptions.get('parallel'))"],
         env=_env(tmp_path), capture_output=True, text=True, check=True,
@@ -110,3 +112,39 @@ def test_parallel_and_serial_builds_have_their_own_cache_entries(tmp_path):
         par_index, ser_index, par_flag, ser_flag = line.split()
         assert par_index != ser_index
         assert par_flag == "True" and ser_flag in ("False", "None")
+
+
+CACHEABLE = textwrap.dedent(
+    """
+    import warnings
+    warnings.filterwarnings("error", message=".*[Cc]annot cache")
+    import numpy as np
+    import fastbp
+    from fastbp.kernels import codes
+
+    rng = np.random.default_rng(0)
+    seen = set()
+    for sizes, batch, dtype in (([30, 64, 64, 12], 100, "float32"),
+                                ([50, 200, 12], 100, "float64"),
+                                ([20, 16, 10], 16, "float64"), ([4, 4, 1], 4, "float32")):
+        net = fastbp.Network(sizes, dtype=dtype, seed=0)
+        seen |= set(net._kernel_args(batch)[1][:, :3].ravel().tolist())
+        X = rng.random((2 * batch, sizes[0]))
+        y = rng.integers(0, sizes[-1], 2 * batch) if sizes[-1] > 1 else rng.random(2 * batch)
+        net.fit(X, y, epochs=1, batch_size=batch, lr=0.1, momentum=0.5)
+        net.gradients(X, y)
+    assert seen == {codes.BLOCKED, codes.PARALLEL, codes.NARROW, codes.COLUMNS}, seen
+    print("ok")
+    """
+)
+
+
+def test_every_kernel_training_runs_can_be_cached(tmp_path):
+    """Training that runs every kind of layer kernel (blocked, parallel, narrow, narrow
+    over columns, the tiny path) compiles nothing Numba refuses to cache (a kernel
+    asking for the thread count, for one, could not be: every process would compile it
+    and its callers again)."""
+    run = subprocess.run([sys.executable, "-c", CACHEABLE], env=_env(tmp_path),
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == "ok"

@@ -32,7 +32,7 @@ alone.
 import numpy as np
 from numba import njit, prange
 
-from .._config import NOALIAS, PARALLEL, SERIAL
+from .._config import NOALIAS, PARALLEL, PARALLEL_MIN_WORK, SERIAL
 from .blocked import (
     DIRECT,
     GRADIENT,
@@ -79,9 +79,17 @@ def _zero_rows(sums, w, zero):
 @njit(inline="always", **SERIAL)
 def _rows_inside(n_rows, n_in, k0, w):
     """How many of the first rows of an (n_rows, n_in) array can be read as w elements
-    from column k0 without leaving the array (row i: i n_in + k0 + w <= n_rows n_in)."""
-    size = n_rows * n_in - k0
-    return (size - w) // n_in + 1 if size >= w else 0
+    from column k0 without leaving the array (row i: i n_in + k0 + w <= n_rows n_in).
+
+    Counted without a division (a 64-bit division takes tens of cycles, and narrow
+    blocks of a few examples ask once per block): a read running past its row by
+    ``over`` elements needs ceil(over / n_in) rows after it, at most w of them."""
+    over = k0 + w - n_in
+    short = 0
+    while over > 0:
+        over -= n_in
+        short += 1
+    return max(n_rows - short, 0)
 
 
 @njit(inline="always", **SERIAL)
@@ -250,30 +258,33 @@ def _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale, acc
 
 
 @njit(**NOALIAS)
-def _gradient_columns(D, A_prev, rows, m, coef, C, add, gb, scale, k0, zero):
-    """Columns k0 .. k0 + L - 1 of all rows of C (:func:`_gradient_rows`), 16 rows at a
-    time (the last block 16, 12, 8 or 4 rows, whichever covers the rest): the unit of
-    work of the gradient step's threads. Compiled once, not inlined, and called with an
-    int64 ``k0``, as :func:`fastbp.kernels.blocked._forward_block`."""
+def _gradient_columns(D, A_prev, rows, m, coef, C, add, gb, scale, kb0, kb1, zero):
+    """The blocks of columns kb0 <= kb < kb1 (columns kb L .. kb L + L - 1) of all rows
+    of C (:func:`_gradient_rows`), 16 rows at a time (the last block 16, 12, 8 or 4 rows,
+    whichever covers the rest): a share of the gradient step. Compiled once, not inlined,
+    as :func:`fastbp.kernels.blocked._forward_block`."""
     n_out = C.shape[0]
+    L = vector_lanes(zero)
     acc = scratch(GRADIENT_SUMS, zero)
     tail = scratch(16, zero)
     dtail = scratch(16, zero)
-    for j0 in range(0, n_out, GRADIENT_ROWS):
-        rest = n_out - j0
-        # R a literal: each is its own body, its sums in registers
-        if rest > 12:
-            _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale, acc,
-                           j0, k0, 16, zero)
-        elif rest > 8:
-            _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale, acc,
-                           j0, k0, 12, zero)
-        elif rest > 4:
-            _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale, acc,
-                           j0, k0, 8, zero)
-        else:
-            _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale, acc,
-                           j0, k0, 4, zero)
+    for kb in range(kb0, kb1):
+        k0 = kb * L
+        for j0 in range(0, n_out, GRADIENT_ROWS):
+            rest = n_out - j0
+            # R a literal: each is its own body, its sums in registers
+            if rest > 12:
+                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale,
+                               acc, j0, k0, 16, zero)
+            elif rest > 8:
+                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale,
+                               acc, j0, k0, 12, zero)
+            elif rest > 4:
+                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale,
+                               acc, j0, k0, 8, zero)
+            else:
+                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale,
+                               acc, j0, k0, 4, zero)
 
 
 def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
@@ -281,8 +292,9 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     """BP3/BP4 and the SGD step, as :func:`fastbp.kernels.blocked.gradient_step_par`.
 
     One register of columns at a time (16 float32, 8 float64; the threads share out
-    these blocks), up to 16 rows j of ∂C/∂W at a time (:data:`GRADIENT_ROWS`), are summed
-    in registers over all m examples: per example one input row loaded and one
+    these blocks), up to 16 rows j of ∂C/∂W at a time
+    (:data:`GRADIENT_ROWS`), are summed in registers over all m examples: per example
+    one input row loaded and one
     multiply-add per row j, its coefficient δ_sj broadcast straight from the row of δ
     (the row's δ are consecutive), and that row of δ added to the sums Σ_s δ_sj. Then
     the sums are scaled and stored: ∂C/∂w_jk = scale Σ_s δ_sj a_sk, or for a plain SGD
@@ -300,10 +312,16 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     direct = mode == DIRECT
     coef = -(lr * scale) if direct else scale
     C = W if direct else gW
-    L = vector_lanes(zero)
-    for kb in prange((n_in + L - 1) // L):
-        _gradient_columns(D, A_prev, rows, m, coef, C, direct, gb, scale, L * np.int64(kb),
-                          zero)
+    n_blocks = (n_in + vector_lanes(zero) - 1) // vector_lanes(zero)
+    # a share per block of columns for the threads, all in one share (one call) for
+    # work too small for a parallel region (each call took 0.03-0.05 µs, a third of a
+    # 10 x 100 float64 step over 10 examples); each element's sum is the same in any
+    # share. (Shares by the thread count would make the kernel uncacheable.)
+    shares = n_blocks if m * n_out * n_in >= PARALLEL_MIN_WORK else 1
+    for t in prange(shares):
+        t = np.int64(t)
+        _gradient_columns(D, A_prev, rows, m, coef, C, direct, gb, scale,
+                          t * n_blocks // shares, (t + 1) * n_blocks // shares, zero)
     if mode == STEP:
         for jb in prange((n_out + GRADIENT_ROWS - 1) // GRADIENT_ROWS):
             j0 = GRADIENT_ROWS * np.int64(jb)
