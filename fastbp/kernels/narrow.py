@@ -94,10 +94,10 @@ def _rows_inside(n_rows, n_in, k0, w):
 
 @njit(inline="always", **SERIAL)
 def _columns(a):
-    """Columns per block of the sums: 128 bytes, 32 float32 or 16 float64, so that the
-    four rows of sums take 8 vector registers (the 30-wide float64 gradient step in
-    blocks of 32 columns, 16 registers, ran 1.1x the blocked kernel; in blocks of 16,
-    1.4-1.6x)."""
+    """Columns per block of BP2's sums: 128 bytes, 32 float32 or 16 float64, so that the
+    four rows of sums take 8 vector registers (measured on the gradient step's former
+    four-row blocks: the 30-wide float64 step in blocks of 32 columns, 16 registers, ran
+    1.1x the blocked kernel; in blocks of 16, 1.4-1.6x)."""
     return WIDTH if a.itemsize == 4 else 16
 
 
@@ -218,6 +218,17 @@ GRADIENT_SUMS = 16 * 16 + 16
 
 
 @njit(inline="always", **SERIAL)
+def _readable(a, off, inside, tail, n, w):
+    """``(a, off)`` where a row of w elements (0: one register's) can be read from a[off]
+    (``inside``), else ``(tail, 0)`` with the row's n elements copied into the
+    zero-padded ``tail``."""
+    if inside:
+        return a, off
+    load_prefix(tail, 0, a, off, n, w)
+    return tail, 0
+
+
+@njit(inline="always", **SERIAL)
 def _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
                    R, zero):
     """Columns k0 .. k0 + L - 1 (those < n_in; L one register's lanes) of the rows
@@ -237,20 +248,8 @@ def _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale, acc
     row_fill(acc, R * L, zero, 16)
     for s in range(m):
         r = rows[s]
-        if r < inside:
-            src = a_flat
-            src_off = r * n_in + k0
-        else:
-            load_prefix(tail, 0, a_flat, r * n_in + k0, n, 0)
-            src = tail
-            src_off = 0
-        if s < d_inside:
-            coefs = d_flat
-            coef_off = s * n_out + j0
-        else:
-            load_prefix(dtail, 0, d_flat, s * n_out + j0, used, 16)
-            coefs = dtail
-            coef_off = 0
+        src, src_off = _readable(a_flat, r * n_in + k0, r < inside, tail, n, 0)
+        coefs, coef_off = _readable(d_flat, s * n_out + j0, s < d_inside, dtail, used, 16)
         rows_fma_broadcast(acc, src, src_off, coefs, coef_off, R)
     rows_axpy_prefix(flat(C), j0 * n_in + k0, n_in, used, n, acc, coef, add, R)
     if k0 == 0:  # every block of columns has the same sums of δ
@@ -292,9 +291,8 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     """BP3/BP4 and the SGD step, as :func:`fastbp.kernels.blocked.gradient_step_par`.
 
     One register of columns at a time (16 float32, 8 float64; the threads share out
-    these blocks), up to 16 rows j of ∂C/∂W at a time
-    (:data:`GRADIENT_ROWS`), are summed in registers over all m examples: per example
-    one input row loaded and one
+    these blocks), up to 16 rows j of ∂C/∂W at a time (:data:`GRADIENT_ROWS`), are
+    summed in registers over all m examples: per example one input row loaded and one
     multiply-add per row j, its coefficient δ_sj broadcast straight from the row of δ
     (the row's δ are consecutive), and that row of δ added to the sums Σ_s δ_sj. Then
     the sums are scaled and stored: ∂C/∂w_jk = scale Σ_s δ_sj a_sk, or for a plain SGD
