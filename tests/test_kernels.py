@@ -654,6 +654,14 @@ def _add_exact(a, b, dtype):
     return _rounded(Fraction(float(a)) + Fraction(float(b)), dtype)
 
 
+def _fma_chain(xs, ys, start, dtype):
+    """start, then each x·y added to it by one fused multiply-add, in order."""
+    total = start
+    for x, y in zip(xs, ys):
+        total = _fma_exact(x, y, total, dtype)
+    return total
+
+
 @numba.njit(**SERIAL)
 def _fma_all(a, b, c, out):
     for i in range(a.size):
@@ -744,10 +752,7 @@ def test_forward_sums_run_in_the_documented_order(dtype, kernel):
                     acc = [_add_exact(acc[t], acc[t + h], dtype) for t in range(h)]
                 expected[s, j] = _add_exact(acc[0], b[j], dtype)
             else:
-                z = b[j]
-                for k in range(n_in):
-                    z = _fma_exact(W[j, k], X[s, k], z, dtype)
-                expected[s, j] = z
+                expected[s, j] = _fma_chain(W[j], X[s], b[j], dtype)
     assert np.array_equal(Z, expected)
 
 
@@ -767,10 +772,7 @@ def test_bp2_sums_run_in_the_documented_order(dtype, kernel):
     expected = np.empty_like(D_prev)
     for s in range(m):
         for k in range(n_in):
-            d = np.dtype(dtype).type(0)
-            for j in range(n_out):
-                d = _fma_exact(W[j, k], D[s, j], d, dtype)
-            expected[s, k] = d
+            expected[s, k] = _fma_chain(W[:, k], D[s], np.dtype(dtype).type(0), dtype)
     assert np.array_equal(D_prev, expected)
 
 
@@ -803,8 +805,5 @@ def test_bp3_sums_run_in_the_documented_order(dtype, kernel):
             sb = _add_exact(sb, D[s, j], dtype)
         expected_gb[j] = sb * scale
         for k in range(n_in):
-            g = real(0)
-            for s in range(m):
-                g = _fma_exact(D[s, j], src[rows[s], k], g, dtype)
-            expected_gW[j, k] = g * scale
+            expected_gW[j, k] = _fma_chain(D[:, j], src[rows, k], real(0), dtype) * scale
     assert np.array_equal(gW, expected_gW) and np.array_equal(gb, expected_gb)
