@@ -13,6 +13,7 @@ import numpy as np
 from . import _validation as v
 from . import kernels
 from ._config import (
+    COLUMNS_FLOAT64_MAX_OUTPUTS,
     FUSE_MAX_BYTES,
     NARROW_FORWARD_MIN_BATCH,
     NARROW_FORWARD_OUTPUTS,
@@ -288,10 +289,10 @@ class Network:
         its work repays a parallel region (``PARALLEL_MIN_WORK``) and its parallel loop
         has more than one block, and the serial blocked kernel if not. A parallel
         gradient step of a hidden layer (l > 0) runs the narrow kernel's parallel build
-        (``COLUMNS``) in float32, and in float64 for 16 neurons or fewer; the first
-        layer's stays blocked (its rows, gathered from the training set, are read
-        whole). The choices depend on shapes and the dtype alone, never on the thread
-        count.
+        (``COLUMNS``) in float32, and in float64 up to ``COLUMNS_FLOAT64_MAX_OUTPUTS``
+        neurons; the first layer's stays blocked (its rows, gathered from the training
+        set, are read whole). The choices depend on shapes and the dtype alone, never on
+        the thread count.
         Column 3 of the first layer's flags: whether its step feeds the next minibatch
         forward in the same region (``FUSE_MAX_BYTES``).
         """
@@ -312,7 +313,8 @@ class Network:
             for c in range(3):
                 par[l, c] = (codes.NARROW if narrow[c] and (serial or not parallel[c]) else
                              codes.PARALLEL if parallel[c] else codes.BLOCKED)
-            if par[l, 2] == codes.PARALLEL and l > 0 and (itemsize == 4 or n_out <= 16):
+            if (par[l, 2] == codes.PARALLEL and l > 0
+                    and (itemsize == 4 or n_out <= COLUMNS_FLOAT64_MAX_OUTPUTS)):
                 par[l, 2] = codes.COLUMNS
         par[0, 3] = (par[0, 2] == codes.PARALLEL
                      and batch * self.sizes[0] * itemsize <= FUSE_MAX_BYTES)

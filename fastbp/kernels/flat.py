@@ -12,8 +12,9 @@ depth uses the same compiled code.
 and its gradient step (columns 0, 1, 2: ``BLOCKED``, ``PARALLEL``, ``NARROW`` or, for
 the gradient step, ``COLUMNS`` of :mod:`fastbp.kernels.codes`), and ``par[0, 3]``
 whether the first layer's SGD step feeds the next minibatch forward in the same
-parallel region: chosen from the shapes by the caller. The drivers never allocate: they are compiled without reference counting
-(``fastbp._config.NO_REFCOUNT``), so the views they slice cost no atomic operations.
+parallel region: chosen from the shapes by the caller. The drivers never allocate: they
+are compiled without reference counting (``fastbp._config.NO_REFCOUNT``), so the views
+they slice cost no atomic operations.
 """
 
 from numba import njit

@@ -17,12 +17,12 @@ partial sums through memory from one block to the next. Here four such rows (in 
 up to sixteen) are summed in registers over the whole sum: each term loads one row of
 W, W^T or the layer's input as one or two vectors of a compile-time width (16 or 32
 elements) and adds it, times four (sixteen) broadcast coefficients, to the rows of
-sums, the form of OpenBLAS's microkernels. A row of W or of the input read past its last element runs into the next
-rows of the same array (those lanes are summed but never stored); the last rows, where
-such a read would leave the array, are first copied into a zero-padded row on the stack
-with a masked load. The sums are stored with masked stores of exactly the row's elements
-(:mod:`fastbp.kernels.lanes`). Which layers run these kernels is decided by their shapes
-(``fastbp._config``: ``NARROW_*``).
+sums, the form of OpenBLAS's microkernels. A row of W or of the input read past its
+last element runs into the next rows of the same array (those lanes are summed but never
+stored); the last rows, where such a read would leave the array, are first copied into a
+zero-padded row on the stack with a masked load. The sums are stored with masked stores
+of exactly the row's elements (:mod:`fastbp.kernels.lanes`). Which layers run these
+kernels is decided by their shapes (``fastbp._config``: ``NARROW_*``).
 
 Each element's sum runs in ascending order of k (forward, from b^l_j), j (BP2) or s
 (BP3), whatever the thread count: the kernels are serial, chosen by the layer's shape
@@ -212,9 +212,9 @@ def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
 
 #: Rows j of ∂C/∂W the gradient step sums at once (at most; 12, 8 or 4 for the last).
 GRADIENT_ROWS = 16
-#: Elements of the gradient step's sums: 16 rows of one register (16 float32, 8 float64)
+#: Elements of the gradient step's sums: its rows of one register (at most 16 elements)
 #: and 16 lanes of sums of δ.
-GRADIENT_SUMS = 16 * 16 + 16
+GRADIENT_SUMS = (GRADIENT_ROWS + 1) * 16
 
 
 @njit(inline="always", **SERIAL)
