@@ -269,6 +269,35 @@ def test_forward(act, dtype, parallel, m, n_out, n_in, rng):
     assert np.isnan(Z[m:]).all() and np.isnan(A[m:]).all()
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,n_out,n_in", [(101, 10, 64), (37, 5, 200), (130, 1, 300),
+                                          (64, 13, 40), (99, 7, 50)])
+def test_forward_split_over_examples(dtype, parallel, m, n_out, n_in, rng):
+    """Layers of few neurons with work for a parallel region split their examples into
+    parts (blocked._example_parts): every row of z, bit for bit as computed alone."""
+    from fastbp.kernels.blocked import _example_parts
+
+    n_jb, n_sb = (n_out + 3) // 4, (m + 3) // 4
+    assert _example_parts.py_func(n_jb, n_sb, m * n_out * n_in) > 1  # the case under test
+    src = rng.normal(0, 1, (m + 20, n_in)).astype(dtype)
+    rows = _rows(rng, m + 20, m)
+    W = rng.normal(0, 1, (n_out, n_in)).astype(dtype)
+    b = rng.normal(0, 1, n_out).astype(dtype)
+    Z = np.full((m + 3, n_out), np.nan, dtype)
+    A = np.full((m + 3, n_out), np.nan, dtype)
+    fwd = K.forward_par if parallel else K.forward_ser
+    fwd(src, rows, W, b, K.SIGMOID, m, Z, A)
+    alone = np.empty((1, n_out), dtype)
+    for s in range(m):
+        K.forward_ser(src, rows[s:s + 1], W, b, K.SIGMOID, 1, alone, np.empty_like(alone))
+        assert np.array_equal(Z[s], alone[0]), s
+    z_ref = src[rows].astype(float) @ W.T.astype(float) + b.astype(float)
+    assert_close(Z[:m], z_ref, dtype, "z")
+    assert_close(A[:m], R.ACTIVATIONS["sigmoid"](z_ref), dtype, "a")
+    assert np.isnan(Z[m:]).all() and np.isnan(A[m:]).all()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("output,cost", OUTPUT_COST)
 def test_output_delta_and_cost(output, cost, dtype, rng):

@@ -21,7 +21,7 @@ import types
 import numpy as np
 from numba import njit, prange
 
-from .._config import ACTIVATE_PAR_MIN, NOALIAS, PARALLEL, SERIAL
+from .._config import ACTIVATE_PAR_MIN, NOALIAS, PARALLEL, PARALLEL_MIN_WORK, SERIAL
 from .codes import CROSS_ENTROPY, SOFTMAX
 from .layers import (
     activate_range,
@@ -47,6 +47,8 @@ HALF = np.float32(0.5)
 ONE = np.float32(1.0)
 #: Elements of :func:`_dots`'s sums on the stack: 16 rows of up to 16 lanes.
 DOT_SUMS = 256
+#: Fewest tasks of a parallel forward pass (see :func:`_example_parts`).
+FORWARD_MIN_TASKS = 8
 
 
 @njit(inline="always", **SERIAL)
@@ -171,10 +173,10 @@ def _store(Z, b, s, j0, n_out, c0, c1, c2, c3):
 
 
 @njit(**NOALIAS)
-def _forward_block(A_prev, rows, W, b, m, Z, j0, n_out, n_in, zero):
+def _forward_block(A_prev, rows, W, b, m, Z, j0, n_out, n_in, s_lo, s_hi, zero):
     """z_{s,j} = Σ_k w_jk a_{rows[s],k} + b_j for the block of neurons j = j0 .. j0 + 3
-    (fewer at the end) and the m examples s: the unit of work of :func:`_forward`'s
-    threads.
+    (fewer at the end) and the examples s_lo <= s < s_hi of the m (s_lo a multiple of
+    4): the unit of work of :func:`_forward`'s threads.
 
     The block functions are compiled once, not inlined, and called with an int64 ``j0``
     (``prange``'s own index is unsigned, ``range``'s signed): one specialisation serves the
@@ -187,7 +189,7 @@ def _forward_block(A_prev, rows, W, b, m, Z, j0, n_out, n_in, zero):
     j3 = min(j0 + 3, j_last)
     acc = scratch(DOT_SUMS, zero)
     pad = scratch(128, zero)
-    for s0 in range(0, m, 4):
+    for s0 in range(s_lo, s_hi, 4):
         s1 = min(s0 + 1, m - 1)  # the last 1-3 examples likewise
         s2 = min(s0 + 2, m - 1)
         s3 = min(s0 + 3, m - 1)
@@ -225,20 +227,44 @@ def _activate_rows(act, m, Z, A, n_out):
         activate_range(act, flat(Z[:m]), flat(A[:m]), 0, n)
 
 
+@njit(inline="always", **SERIAL)
+def _example_parts(n_jb, n_sb, work):
+    """Parts the forward pass splits its examples into (blocks of 4 examples each):
+    enough that the parallel loop has at least :data:`FORWARD_MIN_TASKS` tasks (blocks
+    of neurons × parts of the examples), an even number of them, when the work is worth
+    a parallel region. A layer of a few neurons split by neurons alone left threads
+    idle (10 neurons: three blocks of 4 for two threads). A shape's parts never depend
+    on the thread count, and an element's sum is the same in any part."""
+    if work < PARALLEL_MIN_WORK:
+        return 1
+    parts = (FORWARD_MIN_TASKS + n_jb - 1) // n_jb
+    if parts * n_jb % 2:
+        parts += 1
+    return max(min(parts, n_sb), 1)
+
+
 def _forward(A_prev, rows, W, b, act, m, Z, A):
     """z^l_j = Σ_k w^l_jk a^{l-1}_k + b^l_j and a^l = σ(z^l) for m examples.
 
-    Blocks of 4 neurons j (split among threads) × 4 examples, each stored element by
-    element (the sixteen sums stay in registers, in lanes: :func:`_dots`); the last two
-    or one examples take a 4 × 2 block, the last three a 4 × 4 block repeating the last
-    example, and the last one to three neurons of a layer repeat its last row (the
-    repeated sums are never stored). Example s reads its input
-    row ``A_prev[rows[s]]``. σ (or softmax) follows row by row.
+    Blocks of 4 neurons j × 4 examples, each stored element by element (the sixteen
+    sums stay in registers, in lanes: :func:`_dots`); the last two or one examples take
+    a 4 × 2 block, the last three a 4 × 4 block repeating the last example, and the last
+    one to three neurons of a layer repeat its last row (the repeated sums are never
+    stored). Example s reads its input row ``A_prev[rows[s]]``. The threads share out the blocks of neurons, each with all
+    the examples or, for a layer of few neurons, with a part of them
+    (:func:`_example_parts`). σ (or softmax) follows row by row.
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
-    for jb in prange((n_out + 3) // 4):
-        _forward_block(A_prev, rows, W, b, m, Z, 4 * np.int64(jb), n_out, n_in, zero)
+    n_jb = (n_out + 3) // 4
+    n_sb = (m + 3) // 4
+    parts = _example_parts(n_jb, n_sb, m * n_out * n_in)
+    for t in prange(n_jb * parts):
+        t = np.int64(t)
+        jb = t // parts
+        p = t - jb * parts
+        _forward_block(A_prev, rows, W, b, m, Z, 4 * jb, n_out, n_in,
+                       4 * (p * n_sb // parts), min(4 * ((p + 1) * n_sb // parts), m), zero)
     _activate_rows(act, m, Z, A, n_out)
 
 
@@ -550,7 +576,7 @@ def _step_forward(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
         j0 = 4 * np.int64(jb)
         _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
                         mode, j0, n_out, n_in, zero)
-        _forward_block(A_prev, rows_next, W, b, m_next, Z, j0, n_out, n_in, zero)
+        _forward_block(A_prev, rows_next, W, b, m_next, Z, j0, n_out, n_in, 0, m_next, zero)
     _activate_rows(act, m_next, Z, A, n_out)
 
 
