@@ -163,7 +163,9 @@ def layer_cases(w, dtype, rng, from_python=False):
             A_prev, rows = block(abuf, l - 1, n_in), ident
             Z_prev, D_prev = block(zbuf, l - 1, n_in), block(dbuf, l - 1, n_in)
         fwd = (kernels.forward_ser, kernels.forward_par, kernels.forward_narrow)[par[l, 0]]
-        bwd = (kernels.backward_ser, kernels.backward_par, kernels.backward_narrow)[par[l, 1]]
+        bwd = {codes.BLOCKED: kernels.backward_ser, codes.PARALLEL: kernels.backward_par,
+               codes.NARROW: kernels.backward_narrow,
+               codes.COLUMNS: kernels.backward_columns}[par[l, 1]]
         grd = {codes.PARALLEL: kernels.gradient_step_par,
                codes.NARROW: kernels.gradient_step_narrow,
                codes.COLUMNS: kernels.gradient_step_columns}[par[l, 2]]

@@ -150,6 +150,14 @@ NARROW_SERIAL_MAX_BYTES = 524288
 #: 512 -> 10 float64 1.15-1.18x, 512 -> 512 float64 0.91-0.92x (float32 1.17-1.21x).
 COLUMNS_FLOAT64_MAX_OUTPUTS = 16
 
+#: Widest input (n_{l-1}) over which a float64 layer's parallel BP2 runs the narrow
+#: kernel's parallel build (``COLUMNS``: threads split the minibatch) where the narrow
+#: kernel suits the layer (``NARROW_*``); float32 layers always do. Against the parallel
+#: blocked kernel, 2 threads, ReLU: float64 100-wide 1.10-1.22x (10 and 100 neurons),
+#: 200-wide 0.97x, 512-wide 0.97x (10 neurons) and 0.60x (512); float32 0.90-1.43x
+#: (512 -> 512 1.43x, 10 -> 512 1.12x, 16 -> 200 0.90x).
+COLUMNS_FLOAT64_MAX_INPUTS = 128
+
 #: Smallest minibatch whose serial forward pass runs the narrow kernel
 #: (:func:`fastbp.kernels.narrow.forward_narrow`), for layers of 9 to 16 neurons
 #: (``NARROW_FORWARD_OUTPUTS``) over inputs up to ``NARROW_MAX_WIDTH`` wide: each call

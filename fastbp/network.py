@@ -13,6 +13,7 @@ import numpy as np
 from . import _validation as v
 from . import kernels
 from ._config import (
+    COLUMNS_FLOAT64_MAX_INPUTS,
     COLUMNS_FLOAT64_MAX_OUTPUTS,
     FUSE_MAX_BYTES,
     NARROW_FORWARD_MIN_BATCH,
@@ -291,8 +292,10 @@ class Network:
         gradient step of a hidden layer (l > 0) runs the narrow kernel's parallel build
         (``COLUMNS``) in float32, and in float64 up to ``COLUMNS_FLOAT64_MAX_OUTPUTS``
         neurons; the first layer's stays blocked (its rows, gathered from the training
-        set, are read whole). The choices depend on shapes and the dtype alone, never on
-        the thread count.
+        set, are read whole). A parallel BP2 the narrow kernel suits runs its parallel
+        build (``COLUMNS``: threads split the examples) in float32, and in float64 over
+        inputs up to ``COLUMNS_FLOAT64_MAX_INPUTS`` wide. The choices depend on shapes
+        and the dtype alone, never on the thread count.
         Column 3 of the first layer's flags: whether its step feeds the next minibatch
         forward in the same region (``FUSE_MAX_BYTES``).
         """
@@ -316,6 +319,9 @@ class Network:
             if (par[l, 2] == codes.PARALLEL and l > 0
                     and (itemsize == 4 or n_out <= COLUMNS_FLOAT64_MAX_OUTPUTS)):
                 par[l, 2] = codes.COLUMNS
+            if (par[l, 1] == codes.PARALLEL and narrow[1] and l > 0
+                    and (itemsize == 4 or n_in <= COLUMNS_FLOAT64_MAX_INPUTS)):
+                par[l, 1] = codes.COLUMNS
         par[0, 3] = (par[0, 2] == codes.PARALLEL
                      and batch * self.sizes[0] * itemsize <= FUSE_MAX_BYTES)
         total = batch * sum(self.sizes[1:])

@@ -456,16 +456,19 @@ def test_forward_narrow(act, dtype, m, n_out, n_in, rng):
 @pytest.mark.parametrize("m", [1, 3, 4, 10])
 @pytest.mark.parametrize("n_out", [1, 6, 16])
 @pytest.mark.parametrize("n_in", NARROW_INPUTS)
-def test_backward_narrow(act, dtype, m, n_out, n_in, rng):
+@pytest.mark.parametrize("kernel", ["narrow", "columns"])
+def test_backward_narrow(kernel, act, dtype, m, n_out, n_in, rng):
     """BP2 over narrow inputs (rows of 16 or 32 lanes, the last row of W copied to the
-    stack): the reference's values, and no element read or written past any array (each
-    ends at an inaccessible page) nor past the m rows of δ^{l-1}."""
+    stack), serial and parallel over parts of the examples: the reference's values, and
+    no element read or written past any array (each ends at an inaccessible page) nor
+    past the m rows of δ^{l-1}."""
     D = _guarded(rng.normal(0, 1, (m, n_out)).astype(dtype))
     W = _guarded(rng.normal(0, 1, (n_out, n_in)).astype(dtype))
     Zp = _guarded(rng.normal(0, 1, (m + 1, n_in)).astype(dtype))
     Ap = _guarded(R.ACTIVATIONS[act](np.asarray(Zp, float)).astype(dtype))
     Dp = _guarded(np.full((m + 1, n_in), np.nan, dtype))
-    K.backward_narrow(D, W, Zp, Ap, K.ACTIVATION_CODES[act], m, Dp)
+    bwd = K.backward_narrow if kernel == "narrow" else K.backward_columns
+    bwd(D, W, Zp, Ap, K.ACTIVATION_CODES[act], m, Dp)
     d, w, zp, ap = (np.asarray(v, float) for v in (D, W, Zp[:m], Ap[:m]))
     sp = R.DERIVATIVES[act](zp, ap)
     assert_close(Dp[:m], (d @ w) * sp, dtype, "BP2",
@@ -510,8 +513,9 @@ def test_narrow_kernels_are_chosen_by_shape():
     wide in minibatches of 8 or more, run the narrow kernels, also where the work would
     run in parallel, up to 524288 bytes of it. Parallel gradient steps of hidden layers
     run the narrow kernel's parallel build (COLUMNS) in float32, and in float64 for 16
-    neurons or fewer; the first layer's run the blocked one. The thread count plays no
-    part."""
+    neurons or fewer; the first layer's run the blocked one. Parallel BP2 the narrow
+    kernel suits runs its parallel build in float32, and in float64 over inputs up to
+    128 wide. The thread count plays no part."""
     from fastbp.kernels import codes
 
     for dtype in DTYPES:
@@ -526,14 +530,19 @@ def test_narrow_kernels_are_chosen_by_shape():
     par = fastbp.Network([784, 100, 10], dtype="float32")._kernel_args(100)[1]
     assert (par[1, 1:3] == codes.NARROW).all() and par[1, 0] == codes.PARALLEL
     par = fastbp.Network([784, 100, 10], dtype="float64")._kernel_args(100)[1]
-    assert (par[1, :2] == codes.PARALLEL).all() and par[1, 2] == codes.COLUMNS
+    assert par[1, 0] == codes.PARALLEL and (par[1, 1:3] == codes.COLUMNS).all()
     assert par[0, 2] == codes.PARALLEL
+    # 10 neurons over 200 inputs, 100 examples: parallel BP2 over examples in float32
+    # only (float64's 200-wide rows stay on the blocked kernel)
+    for dtype, code in (("float32", codes.COLUMNS), ("float64", codes.PARALLEL)):
+        par = fastbp.Network([784, 200, 10], dtype=dtype)._kernel_args(100)[1]
+        assert par[1, 1] == code
     # 16 neurons over 32 inputs: serial up to 256 examples in float32, 128 in float64
     for dtype, batch, code in (("float32", 256, codes.NARROW), ("float32", 257, codes.PARALLEL),
                                ("float64", 128, codes.NARROW), ("float64", 129, codes.PARALLEL)):
         par = fastbp.Network([32, 32, 16], dtype=dtype)._kernel_args(batch)[1]
-        assert (par[1, :2] == code).all()
-        assert par[1, 2] == (code if code == codes.NARROW else codes.COLUMNS)
+        assert par[1, 0] == code
+        assert (par[1, 1:3] == (code if code == codes.NARROW else codes.COLUMNS)).all()
     # 17 neurons: parallel gradient steps over columns in float32 only
     for dtype, code in (("float32", codes.COLUMNS), ("float64", codes.PARALLEL)):
         par = fastbp.Network([32, 32, 17], dtype=dtype)._kernel_args(512)[1]
@@ -785,7 +794,7 @@ def test_forward_sums_run_in_the_documented_order(dtype, kernel):
     assert np.array_equal(Z, expected)
 
 
-@pytest.mark.parametrize("kernel", ["blocked", "narrow"])
+@pytest.mark.parametrize("kernel", ["blocked", "narrow", "columns"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bp2_sums_run_in_the_documented_order(dtype, kernel):
     """δ^{l-1}_sk bit for bit as documented: Σ_j w_jk δ_sj from 0 in ascending order of j,
@@ -796,7 +805,8 @@ def test_bp2_sums_run_in_the_documented_order(dtype, kernel):
     D = rng.normal(size=(m, n_out)).astype(dtype)
     Z_prev = rng.normal(size=(m, n_in)).astype(dtype)
     D_prev = np.empty((m, n_in), dtype)
-    bwd = K.backward_ser if kernel == "blocked" else K.backward_narrow
+    bwd = {"blocked": K.backward_ser, "narrow": K.backward_narrow,
+           "columns": K.backward_columns}[kernel]
     bwd(D, W, Z_prev, Z_prev.copy(), K.IDENTITY, m, D_prev)
     expected = np.empty_like(D_prev)
     for s in range(m):

@@ -170,7 +170,8 @@ def test_fit_reads_training_data_that_is_its_own_weights_as_it_was(sizes, batch)
                                         ([30, 64, 64, 12], 100), ([50, 200, 12], 100)])
 def test_thread_count_changes_no_bit(sizes, batch, dtype):
     """Any thread count, bitwise the same gradients, training and outputs; the last two
-    networks' hidden layers take parallel gradient steps over columns (COLUMNS)."""
+    networks' hidden layers take parallel gradient steps over columns and parallel BP2
+    over examples (COLUMNS), and their forward passes split examples among threads."""
     rng = np.random.default_rng(0)
     X = rng.uniform(0, 1, (300, sizes[0]))
     y = rng.integers(0, sizes[-1], 300)

@@ -30,6 +30,7 @@ with kernel_cache():
         step_forward_par,
     )
     from .narrow import (
+        backward_columns,
         backward_narrow,
         forward_narrow,
         gradient_step_columns,
@@ -62,6 +63,7 @@ __all__ = [
     "SIGMOID",
     "SOFTMAX",
     "TANH",
+    "backward_columns",
     "backward_narrow",
     "backward_par",
     "backward_ser",

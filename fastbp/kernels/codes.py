@@ -20,8 +20,8 @@ COST_CODES = {"quadratic": QUADRATIC, "cross_entropy": CROSS_ENTROPY}
 
 #: Which kernel a layer's forward pass, BP2 or gradient step runs (columns 0-2 of the
 #: drivers' ``par``): the register-blocked serial or parallel one, or the narrow one;
-#: for the gradient step also the narrow one's parallel build (threads split the
-#: columns).
+#: for BP2 and the gradient step also the narrow one's parallel build (threads split the
+#: examples in BP2, the columns in the gradient step).
 BLOCKED = 0
 PARALLEL = 1
 NARROW = 2

@@ -10,7 +10,7 @@ depth uses the same compiled code.
 
 ``par[l]`` holds, for layer l, which kernel runs its forward pass, its backward (BP2)
 and its gradient step (columns 0, 1, 2: ``BLOCKED``, ``PARALLEL``, ``NARROW`` or, for
-the gradient step, ``COLUMNS`` of :mod:`fastbp.kernels.codes`), and ``par[0, 3]``
+BP2 and the gradient step, ``COLUMNS`` of :mod:`fastbp.kernels.codes`), and ``par[0, 3]``
 whether the first layer's SGD step feeds the next minibatch forward in the same
 parallel region: chosen from the shapes by the caller. The drivers never allocate: they
 are compiled without reference counting (``fastbp._config.NO_REFCOUNT``), so the views
@@ -31,6 +31,7 @@ from .blocked import (
 )
 from .codes import COLUMNS, NARROW, PARALLEL
 from .narrow import (
+    backward_columns,
     backward_narrow,
     forward_narrow,
     gradient_step_columns,
@@ -123,6 +124,8 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
                 backward_par(D, W, Z_prev, A_prev, hidden, m, D_prev)
             elif par[l, 1] == NARROW:
                 backward_narrow(D, W, Z_prev, A_prev, hidden, m, D_prev)
+            elif par[l, 1] == COLUMNS:
+                backward_columns(D, W, Z_prev, A_prev, hidden, m, D_prev)
             else:
                 backward_ser(D, W, Z_prev, A_prev, hidden, m, D_prev)
         b = theta[bo:bo + n_out]

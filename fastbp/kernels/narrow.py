@@ -103,15 +103,16 @@ def _columns(a):
 
 
 @njit(inline="always", **SERIAL)
-def _backward_columns(D, W, tail, m, k0, D_prev, acc, w, zero):
-    """Columns k0 .. k0 + w - 1 (those < n_{l-1}) of δ^{l-1}'s first m rows (before
-    σ'), four rows at a time summed over all j in the four rows of ``acc``."""
+def _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, acc, w, zero):
+    """Columns k0 .. k0 + w - 1 (those < n_{l-1}) of the rows s_lo <= s < s_hi of
+    δ^{l-1} (before σ'; s_lo a multiple of 4, m the minibatch), four rows at a time
+    summed over all j in the four rows of ``acc``."""
     n_out, n_in = W.shape
     n = min(w, n_in - k0)
     inside = _rows_inside(n_out, n_in, k0, w)
     w_flat = flat(W)
     d_flat = flat(D_prev)
-    for s0 in range(0, m, 4):
+    for s0 in range(s_lo, s_hi, 4):
         # the last block's missing examples repeat its last one (same sums, same stores)
         s1 = min(s0 + 1, m - 1)
         s2 = min(s0 + 2, m - 1)
@@ -132,6 +133,25 @@ def _backward_columns(D, W, tail, m, k0, D_prev, acc, w, zero):
 
 
 @njit(**NOALIAS)
+def _backward_rows(D, W, Z_prev, A_prev, act_prev, m, D_prev, s_lo, s_hi, zero):
+    """The rows s_lo <= s < s_hi of δ^{l-1} (s_lo a multiple of 4; m the minibatch),
+    block of columns by block of columns (:func:`_columns`), then scaled by σ' while
+    they are in cache: :func:`backward_narrow`'s work, or a thread's share of
+    :func:`backward_columns`. Compiled once, not inlined, as :func:`_gradient_columns`."""
+    n_in = W.shape[1]
+    acc = scratch(SUMS, zero)
+    tail = scratch(WIDTH, zero)
+    step = _columns(W)
+    for k0 in range(0, n_in, step):
+        if n_in - k0 <= 16 or step == 16:
+            _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, acc, 16, zero)
+        else:
+            _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, acc, WIDTH, zero)
+    derivative_scale(act_prev, flat(D_prev), flat(Z_prev), flat(A_prev), s_lo * n_in,
+                     s_hi * n_in)
+
+
+@njit(**NOALIAS)
 def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     """BP2, δ^{l-1}_sk = (Σ_j w^l_jk δ^l_sj) σ'(z^{l-1}_sk).
 
@@ -141,17 +161,26 @@ def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     broadcast) and stored; then all m rows are scaled by σ'. Same arguments as
     :func:`fastbp.kernels.blocked.backward_ser`.
     """
-    n_out, n_in = W.shape
+    _backward_rows(D, W, Z_prev, A_prev, act_prev, m, D_prev, 0, m, W.dtype.type(0))
+
+
+#: Parts of the minibatch :func:`backward_columns` shares out (at most; whole blocks
+#: of 4 examples).
+BACKWARD_PARTS = 8
+
+
+@njit(**PARALLEL)
+def backward_columns(D, W, Z_prev, A_prev, act_prev, m, D_prev):
+    """:func:`backward_narrow` in parallel: the threads share out
+    :data:`BACKWARD_PARTS` parts of the minibatch (each row of δ^{l-1} summed and
+    scaled by one thread, the same bits as in one part)."""
+    n_sb = (m + 3) // 4
+    parts = min(BACKWARD_PARTS, n_sb)
     zero = W.dtype.type(0)
-    acc = scratch(SUMS, zero)
-    tail = scratch(WIDTH, zero)
-    step = _columns(W)
-    for k0 in range(0, n_in, step):
-        if n_in - k0 <= 16 or step == 16:
-            _backward_columns(D, W, tail, m, k0, D_prev, acc, 16, zero)
-        else:
-            _backward_columns(D, W, tail, m, k0, D_prev, acc, WIDTH, zero)
-    derivative_scale(act_prev, flat(D_prev), flat(Z_prev), flat(A_prev), 0, m * n_in)
+    for p in prange(parts):
+        p = np.int64(p)
+        _backward_rows(D, W, Z_prev, A_prev, act_prev, m, D_prev, 4 * (p * n_sb // parts),
+                       min(4 * ((p + 1) * n_sb // parts), m), zero)
 
 
 @njit(inline="always", **SERIAL)
