@@ -226,6 +226,9 @@ def main(argv=None):
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--min-time", type=float, default=0.3,
                         help="seconds spent timing each kernel (default 0.3)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternations of the two sides per kernel; the lowest median "
+                             "of each counts (default 2)")
     parser.add_argument("--from-python", action="store_true",
                         help="call each kernel and np.dot from the interpreter")
     args = parser.parse_args(argv)
@@ -235,7 +238,7 @@ def main(argv=None):
     print(f"{'workload':8} {'dtype':7} {'layer':>5} {'kernel':8} {'fastbp µs':>10} "
           f"{'BLAS µs':>9} {'fastbp GF/s':>11} {'BLAS GF/s':>9} {'ratio':>6}")
     rng = np.random.default_rng(0)
-    quarter = args.min_time / 4
+    share = args.min_time / (2 * args.rounds)
     totals = {}
     with launch():
         for w in wl.select(args.workloads):
@@ -245,11 +248,11 @@ def main(argv=None):
                     reps = max(1, int(2e6 // mads))
                     ours, blas = ours(reps), blas(reps)
                     ours(), blas()  # compiles
-                    # alternate, twice each; the lower median of each counts
+                    # alternate; the lowest median of each counts
                     t_ours = t_blas = float("inf")
-                    for _ in range(2):
-                        t_ours = min(t_ours, _median_time(ours, quarter) / reps)
-                        t_blas = min(t_blas, _median_time(blas, quarter) / reps)
+                    for _ in range(args.rounds):
+                        t_ours = min(t_ours, _median_time(ours, share) / reps)
+                        t_blas = min(t_blas, _median_time(blas, share) / reps)
                     gf_o, gf_b = 2 * mads / t_ours / 1e9, 2 * mads / t_blas / 1e9
                     key = (w.name, dtype)
                     a, b = totals.get(key, (0.0, 0.0))
