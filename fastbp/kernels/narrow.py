@@ -25,9 +25,10 @@ of exactly the row's elements (:mod:`fastbp.kernels.lanes`). Which layers run th
 kernels is decided by their shapes (``fastbp._config``: ``NARROW_*``).
 
 Each element's sum runs in ascending order of k (forward, from b^l_j), j (BP2) or s
-(BP3), whatever the thread count: the kernels are serial but for the gradient step's
-parallel build, whose threads split the blocks of columns (each element summed by one
-thread), and are chosen by the layer's shape and dtype alone.
+(BP3), whatever the thread count: the kernels are serial but for the parallel builds
+of BP2, whose threads split the examples, and of the gradient step, whose threads split
+the blocks of columns (each element summed by one thread), and are chosen by the
+layer's shape and dtype alone.
 """
 
 import numpy as np
