@@ -153,9 +153,10 @@ COLUMNS_FLOAT64_MAX_OUTPUTS = 16
 #: Widest input (n_{l-1}) over which a float64 layer's parallel BP2 runs the narrow
 #: kernel's parallel build (``COLUMNS``: threads split the minibatch) where the narrow
 #: kernel suits the layer (``NARROW_*``); float32 layers always do. Against the parallel
-#: blocked kernel, 2 threads, ReLU: float64 100-wide 1.10-1.22x (10 and 100 neurons),
-#: 200-wide 0.97x, 512-wide 0.97x (10 neurons) and 0.60x (512); float32 0.90-1.43x
-#: (512 -> 512 1.43x, 10 -> 512 1.12x, 16 -> 200 0.90x).
+#: blocked kernel, 2 threads, ReLU, 100-128 examples: float64 over 100 inputs
+#: 1.10-1.22x (10 and 100 neurons), 200 inputs 0.97x (16 neurons), 512 inputs 0.97x (10
+#: neurons) and 0.60x (512); float32 0.90-1.43x (512 -> 512 1.43x, 512 -> 10 1.12x,
+#: 100 -> 10 1.19x, 200 -> 16 0.90x).
 COLUMNS_FLOAT64_MAX_INPUTS = 128
 
 #: Smallest minibatch whose serial forward pass runs the narrow kernel

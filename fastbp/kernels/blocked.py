@@ -250,9 +250,9 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
     sums stay in registers, in lanes: :func:`_dots`); the last two or one examples take
     a 4 × 2 block, the last three a 4 × 4 block repeating the last example, and the last
     one to three neurons of a layer repeat its last row (the repeated sums are never
-    stored). Example s reads its input row ``A_prev[rows[s]]``. The threads share out the blocks of neurons, each with all
-    the examples or, for a layer of few neurons, with a part of them
-    (:func:`_example_parts`). σ (or softmax) follows row by row.
+    stored). Example s reads its input row ``A_prev[rows[s]]``. The threads share out
+    the blocks of neurons, each with all the examples or, for a layer of few neurons,
+    with a part of them (:func:`_example_parts`). σ (or softmax) follows row by row.
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
