@@ -243,6 +243,14 @@ def _example_parts(n_jb, n_sb, work):
     return max(min(parts, n_sb), 1)
 
 
+@njit(inline="always", **SERIAL)
+def _part_rows(p, parts, m):
+    """The examples s_lo <= s < s_hi of part p of ``parts`` of a minibatch of m, in whole
+    blocks of 4 (s_lo a multiple of 4)."""
+    n_sb = (m + 3) // 4
+    return 4 * (p * n_sb // parts), min(4 * ((p + 1) * n_sb // parts), m)
+
+
 def _forward(A_prev, rows, W, b, act, m, Z, A):
     """z^l_j = Σ_k w^l_jk a^{l-1}_k + b^l_j and a^l = σ(z^l) for m examples.
 
@@ -257,14 +265,12 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
     n_jb = (n_out + 3) // 4
-    n_sb = (m + 3) // 4
-    parts = _example_parts(n_jb, n_sb, m * n_out * n_in)
+    parts = _example_parts(n_jb, (m + 3) // 4, m * n_out * n_in)
     for t in prange(n_jb * parts):
         t = np.int64(t)
         jb = t // parts
-        p = t - jb * parts
-        _forward_block(A_prev, rows, W, b, m, Z, 4 * jb, n_out, n_in,
-                       4 * (p * n_sb // parts), min(4 * ((p + 1) * n_sb // parts), m), zero)
+        s_lo, s_hi = _part_rows(t - jb * parts, parts, m)
+        _forward_block(A_prev, rows, W, b, m, Z, 4 * jb, n_out, n_in, s_lo, s_hi, zero)
     _activate_rows(act, m, Z, A, n_out)
 
 

@@ -42,6 +42,7 @@ from .blocked import (
     _activate_rows,
     _mode,
     _named,
+    _part_rows,
     forward_ser,
 )
 from .lanes import (
@@ -175,13 +176,11 @@ def backward_columns(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     """:func:`backward_narrow` in parallel: the threads share out
     :data:`BACKWARD_PARTS` parts of the minibatch (each row of δ^{l-1} summed and
     scaled by one thread, the same bits as in one part)."""
-    n_sb = (m + 3) // 4
-    parts = min(BACKWARD_PARTS, n_sb)
+    parts = min(BACKWARD_PARTS, (m + 3) // 4)
     zero = W.dtype.type(0)
     for p in prange(parts):
-        p = np.int64(p)
-        _backward_rows(D, W, Z_prev, A_prev, act_prev, m, D_prev, 4 * (p * n_sb // parts),
-                       min(4 * ((p + 1) * n_sb // parts), m), zero)
+        s_lo, s_hi = _part_rows(np.int64(p), parts, m)
+        _backward_rows(D, W, Z_prev, A_prev, act_prev, m, D_prev, s_lo, s_hi, zero)
 
 
 @njit(inline="always", **SERIAL)
