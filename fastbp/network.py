@@ -313,15 +313,16 @@ class Network:
             )
             parallel = (big and n_out > 4, big and batch > 4, big and n_out > 1)
             serial = work * itemsize <= NARROW_SERIAL_MAX_BYTES
+            # where a parallel kernel runs the narrow kernel's parallel build instead
+            columns = (
+                False,
+                narrow[1] and l > 0 and (itemsize == 4 or n_in <= COLUMNS_FLOAT64_MAX_INPUTS),
+                l > 0 and (itemsize == 4 or n_out <= COLUMNS_FLOAT64_MAX_OUTPUTS),
+            )
             for c in range(3):
                 par[l, c] = (codes.NARROW if narrow[c] and (serial or not parallel[c]) else
+                             codes.COLUMNS if parallel[c] and columns[c] else
                              codes.PARALLEL if parallel[c] else codes.BLOCKED)
-            if (par[l, 2] == codes.PARALLEL and l > 0
-                    and (itemsize == 4 or n_out <= COLUMNS_FLOAT64_MAX_OUTPUTS)):
-                par[l, 2] = codes.COLUMNS
-            if (par[l, 1] == codes.PARALLEL and narrow[1] and l > 0
-                    and (itemsize == 4 or n_in <= COLUMNS_FLOAT64_MAX_INPUTS)):
-                par[l, 1] = codes.COLUMNS
         par[0, 3] = (par[0, 2] == codes.PARALLEL
                      and batch * self.sizes[0] * itemsize <= FUSE_MAX_BYTES)
         total = batch * sum(self.sizes[1:])

@@ -451,20 +451,19 @@ def rows_fma_broadcast(typingctx, acc, src, src_off, coefs, coef_off, n_rows):
         base = context.cast(builder, args[4], sig.args[4], types.intp)
         coef_ptr = _row_ptr(context, builder, sig.args[3], args[3], base, types.intp)
 
-        def acc_ptr(i, ty):
-            off = context.get_constant(types.intp, i)
-            return builder.bitcast(_row_ptr(context, builder, sig.args[0], args[0], off,
-                                            types.intp), ty.as_pointer())
+        def acc_ptr(i):
+            return _vptr(context, builder, sig.args[0], args[0],
+                         context.get_constant(types.intp, i), types.intp, vty)
 
         for r in range(R):
             c = builder.load(cgutils.gep(builder, coef_ptr, r), align=align)
-            p = acc_ptr(r * w, vty)
+            p = acc_ptr(r * w)
             old = builder.load(p, align=align)
             builder.store(builder.call(fma_fn, [_splat(builder, c, vty), q, old]), p,
                           align=align)
         # whole registers: a vector of 12 lanes, say, is taken apart lane by lane
         for i in range(0, R, w):
-            p = acc_ptr(R * w + i, vty)
+            p = acc_ptr(R * w + i)
             c = builder.load(builder.bitcast(cgutils.gep(builder, coef_ptr, i),
                                              vty.as_pointer()), align=align)
             builder.store(builder.fadd(builder.load(p, align=align), c), p, align=align)
