@@ -723,23 +723,23 @@ def test_fma_rounds_once(dtype):
 
 
 @numba.njit(**SERIAL)
-def _rows_sum16(x, out):
-    sums = lanes.rows_sum16(x)
-    for i in range(16):
-        out[i] = sums[i]
+def _rows_sum16_store(x, out, off, stride, n_rows, bias, bias_off, n_cols):
+    lanes.rows_sum16_store(x, out, off, stride, n_rows, bias, bias_off, n_cols)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_rows_sum16_adds_pairwise_in_its_documented_order(dtype):
+def test_rows_sum16_store_adds_pairwise_in_its_documented_order(dtype):
     """Each of the 16 rows of L lanes summed lane t + L/2 into t, then t + L/4 into t,
-    ...: with terms whose sum depends on the order (1e30 cancelling), the results are
-    that order's and not a left-to-right sum's."""
+    ..., then the bias added: with terms whose sum depends on the order (1e30
+    cancelling), the results are that order's and not a left-to-right sum's. Sum 4r + c
+    lands at row r, column c of the block."""
     L = 16 if dtype == "float32" else 8
     rng = np.random.default_rng(4)
     x = rng.normal(size=16 * L).astype(dtype)
     x[[0, 3, 5 * L, 5 * L + L // 2 + 1]] = [1e30, -1e30, 1e30, -1e30]
-    out = np.empty(16, dtype)
-    _rows_sum16(x, out)
+    bias = rng.normal(size=4).astype(dtype)
+    out = np.empty((4, 4), dtype)
+    _rows_sum16_store(x, out.reshape(16), 0, 4, 4, bias, 0, 4)
 
     def tree(v):
         v = list(v)
@@ -748,9 +748,30 @@ def test_rows_sum16_adds_pairwise_in_its_documented_order(dtype):
             v = [_add_exact(v[t], v[t + h], dtype) for t in range(h)]
         return v[0]
 
-    expected = [tree(x[i * L:(i + 1) * L]) for i in range(16)]
-    assert np.array_equal(out, np.array(expected, dtype))
-    assert out[0] != _sum_left_to_right(x[:L]) and out[5] != _sum_left_to_right(x[5 * L:6 * L])
+    sums = np.array([tree(x[i * L:(i + 1) * L]) for i in range(16)], dtype).reshape(4, 4)
+    expected = np.array([[_add_exact(sums[r, c], bias[c], dtype) for c in range(4)]
+                         for r in range(4)], dtype)
+    assert np.array_equal(out, expected)
+    assert sums[0, 0] != _sum_left_to_right(x[:L])
+    assert sums[1, 1] != _sum_left_to_right(x[5 * L:6 * L])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_rows", [0, 1, 3, 4])
+@pytest.mark.parametrize("n_cols", [1, 2, 4])
+def test_rows_sum16_store_writes_only_its_block(dtype, n_rows, n_cols):
+    """Rows r < n_rows, columns c < n_cols of the block at dst[off + r stride + c] are
+    written, nothing else; the bias is read only up to its n_cols-th element (its array
+    ends there)."""
+    L = 16 if dtype == "float32" else 8
+    x = np.arange(16 * L, dtype=dtype)
+    bias = np.arange(1, n_cols + 1, dtype=dtype) * 1000
+    out = np.full((6, 7), np.nan, dtype)
+    _rows_sum16_store(x, out.reshape(42), 7 + 2, 7, n_rows, bias, 0, n_cols)
+    expected = np.full((6, 7), np.nan, dtype)
+    sums = x.reshape(16, L).sum(axis=1).reshape(4, 4)  # small integers: exact
+    expected[1:1 + n_rows, 2:2 + n_cols] = sums[:n_rows, :n_cols] + bias
+    np.testing.assert_array_equal(out, expected)
 
 
 def _sum_left_to_right(v):

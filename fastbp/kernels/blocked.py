@@ -36,7 +36,7 @@ from .lanes import (
     load_prefix,
     row_fill,
     rows_fma_outer,
-    rows_sum16,
+    rows_sum16_store,
     scratch,
     vector_lanes,
 )
@@ -53,18 +53,16 @@ FORWARD_MIN_TASKS = 8
 
 @njit(inline="always", **SERIAL)
 def _dots(W, A, j0, j1, j2, j3, r0, r1, r2, r3, nb, n, acc, pad, zero):
-    """The 4 × nb dot products W[j_a, :] · A[r_b, :] (nb = 4, or 2: b < 2 only), returned
-    as 16 values, that of (a, b) at 4a + b (those of b >= nb meaningless).
+    """The nb × 4 dot products A[r_b, :] · W[j_a, :] (nb = 4, or 2: b < 2 only), summed in
+    the rows of ``acc``, that of (b, a) at row 4b + a (:func:`.lanes.rows_sum16_store`
+    adds up their lanes).
 
     Each product is summed in the L lanes of one vector register (16 float32, 8
     float64; :func:`.lanes.vector_lanes`), a row of ``acc`` that stays in a register:
     lane t adds w_jk a_rk for k ≡ t (mod L) in ascending order of k, one fma each (per
     vector of k: four rows of W and nb rows of A loaded, 4 nb vector fmas). The last
     n mod L columns are first copied into zero-padded rows (``pad``, 8 rows of 16) and
-    added in the same way. Then the lanes are added pairwise: t + L/2 into t, then
-    t + L/4, ... down to lane 0. This order is written out, so no compiler may change it
-    (the kernels are compiled without re-association, which LLVM needs to vectorise a
-    sum on its own).
+    added in the same way.
     """
     L = vector_lanes(zero)
     for i in range(16):
@@ -77,21 +75,20 @@ def _dots(W, A, j0, j1, j2, j3, r0, r1, r2, r3, nb, n, acc, pad, zero):
     n_full = n - n % L
     for k in range(0, n_full, L):
         if nb == 4:
-            rows_fma_outer(acc, w_flat, (wo[0] + k, wo[1] + k, wo[2] + k, wo[3] + k),
-                           a_flat, (ao[0] + k, ao[1] + k, ao[2] + k, ao[3] + k))
+            rows_fma_outer(acc, a_flat, (ao[0] + k, ao[1] + k, ao[2] + k, ao[3] + k),
+                           w_flat, (wo[0] + k, wo[1] + k, wo[2] + k, wo[3] + k))
         else:
-            rows_fma_outer(acc, w_flat, (wo[0] + k, wo[1] + k, wo[2] + k, wo[3] + k),
-                           a_flat, (ao[0] + k, ao[1] + k))
+            rows_fma_outer(acc, a_flat, (ao[0] + k, ao[1] + k),
+                           w_flat, (wo[0] + k, wo[1] + k, wo[2] + k, wo[3] + k))
     if n_full < n:
         rest = n - n_full
         for i in range(4):
             load_prefix(pad, 16 * i, w_flat, wo[i] + n_full, rest, 16)
             load_prefix(pad, 64 + 16 * i, a_flat, ao[i] + n_full, rest, 16)
         if nb == 4:
-            rows_fma_outer(acc, pad, (0, 16, 32, 48), pad, (64, 80, 96, 112))
+            rows_fma_outer(acc, pad, (64, 80, 96, 112), pad, (0, 16, 32, 48))
         else:
-            rows_fma_outer(acc, pad, (0, 16, 32, 48), pad, (64, 80))
-    return rows_sum16(acc)
+            rows_fma_outer(acc, pad, (64, 80), pad, (0, 16, 32, 48))
 
 
 @njit(inline="always", **SERIAL)
@@ -160,18 +157,6 @@ def _zero4(C, o0, o1, o2, o3, n, zero):
         C[o3, k] = zero
 
 
-@njit(inline="always", **SERIAL)
-def _store(Z, b, s, j0, n_out, c0, c1, c2, c3):
-    """z_{s,j} = c + b_j for the neurons j0 <= j < min(j0 + 4, n_out) of example s."""
-    Z[s, j0] = c0 + b[j0]
-    if j0 + 1 < n_out:
-        Z[s, j0 + 1] = c1 + b[j0 + 1]
-    if j0 + 2 < n_out:
-        Z[s, j0 + 2] = c2 + b[j0 + 2]
-    if j0 + 3 < n_out:
-        Z[s, j0 + 3] = c3 + b[j0 + 3]
-
-
 @njit(**NOALIAS)
 def _forward_block(A_prev, rows, W, b, m, Z, j0, n_out, n_in, s_lo, s_hi, zero):
     """z_{s,j} = Σ_k w_jk a_{rows[s],k} + b_j for the block of neurons j = j0 .. j0 + 3
@@ -189,23 +174,20 @@ def _forward_block(A_prev, rows, W, b, m, Z, j0, n_out, n_in, s_lo, s_hi, zero):
     j3 = min(j0 + 3, j_last)
     acc = scratch(DOT_SUMS, zero)
     pad = scratch(128, zero)
+    z_flat = flat(Z)
     for s0 in range(s_lo, s_hi, 4):
         s1 = min(s0 + 1, m - 1)  # the last 1-3 examples likewise
         s2 = min(s0 + 2, m - 1)
         s3 = min(s0 + 3, m - 1)
         if s0 + 2 < m:
-            c = _dots(W, A_prev, j0, j1, j2, j3, rows[s0], rows[s1], rows[s2], rows[s3], 4,
-                      n_in, acc, pad, zero)
-        else:  # two or one example(s) left: a 4 × 2 block
-            c = _dots(W, A_prev, j0, j1, j2, j3, rows[s0], rows[s1], rows[s1], rows[s1], 2,
-                      n_in, acc, pad, zero)
-        _store(Z, b, s0, j0, n_out, c[0], c[4], c[8], c[12])
-        if s0 + 1 < m:
-            _store(Z, b, s1, j0, n_out, c[1], c[5], c[9], c[13])
-        if s0 + 2 < m:
-            _store(Z, b, s2, j0, n_out, c[2], c[6], c[10], c[14])
-        if s0 + 3 < m:
-            _store(Z, b, s3, j0, n_out, c[3], c[7], c[11], c[15])
+            _dots(W, A_prev, j0, j1, j2, j3, rows[s0], rows[s1], rows[s2], rows[s3], 4,
+                  n_in, acc, pad, zero)
+        else:  # two or one example(s) left: a 2 × 4 block
+            _dots(W, A_prev, j0, j1, j2, j3, rows[s0], rows[s1], rows[s1], rows[s1], 2,
+                  n_in, acc, pad, zero)
+        # z_sj = sum + b_j, row s0 + r of the block stored for the examples < m
+        rows_sum16_store(acc, z_flat, s0 * n_out + j0, n_out, min(m - s0, 4), b, j0,
+                         min(n_out - j0, 4))
 
 
 @njit(inline="always", **SERIAL)
@@ -254,11 +236,11 @@ def _part_rows(p, parts, m):
 def _forward(A_prev, rows, W, b, act, m, Z, A):
     """z^l_j = Σ_k w^l_jk a^{l-1}_k + b^l_j and a^l = σ(z^l) for m examples.
 
-    Blocks of 4 neurons j × 4 examples, each stored element by element (the sixteen
-    sums stay in registers, in lanes: :func:`_dots`); the last two or one examples take
-    a 4 × 2 block, the last three a 4 × 4 block repeating the last example, and the last
-    one to three neurons of a layer repeat its last row (the repeated sums are never
-    stored). Example s reads its input row ``A_prev[rows[s]]``. The threads share out
+    Blocks of 4 neurons j × 4 examples, the sixteen sums in registers, in lanes
+    (:func:`_dots`), added up and stored four neurons of an example at a time
+    (:func:`.lanes.rows_sum16_store`); the last two or one examples take a 2 × 4 block,
+    the last three a 4 × 4 block repeating the last example, and the last one to three
+    neurons of a layer repeat its last row (the repeated sums are never stored). Example s reads its input row ``A_prev[rows[s]]``. The threads share out
     the blocks of neurons, each with all the examples or, for a layer of few neurons,
     with a part of them (:func:`_example_parts`). σ (or softmax) follows row by row.
     """
