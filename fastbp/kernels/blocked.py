@@ -240,9 +240,10 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
     (:func:`_dots`), added up and stored four neurons of an example at a time
     (:func:`.lanes.rows_sum16_store`); the last two or one examples take a 2 × 4 block,
     the last three a 4 × 4 block repeating the last example, and the last one to three
-    neurons of a layer repeat its last row (the repeated sums are never stored). Example s reads its input row ``A_prev[rows[s]]``. The threads share out
-    the blocks of neurons, each with all the examples or, for a layer of few neurons,
-    with a part of them (:func:`_example_parts`). σ (or softmax) follows row by row.
+    neurons of a layer repeat its last row (the repeated sums are never stored).
+    Example s reads its input row ``A_prev[rows[s]]``. The threads share out the blocks
+    of neurons, each with all the examples or, for a layer of few neurons, with a part
+    of them (:func:`_example_parts`). σ (or softmax) follows row by row.
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
