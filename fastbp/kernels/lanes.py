@@ -12,7 +12,7 @@ elements in and out of such fixed-width rows is here:
 - :func:`load_prefix` / :func:`store_prefix`: copy the first ``n`` elements of a row
   with one masked vector load or store (the lanes past ``n`` are zero in a loaded row
   and untouched in a stored one), so no element beyond a row is read or written.
-- :func:`row_fill`, :func:`row_copy`, :func:`rows_fma4`, :func:`rows_fma_broadcast`,
+- :func:`row_fill`, :func:`row_copy`, :func:`rows_fma`, :func:`rows_fma_broadcast`,
   :func:`rows_fma_outer` and :func:`rows_sum16_store`: rows of sums in such an array,
   set, added to by vector fused multiply-adds and summed across their lanes in a fixed
   pairwise order; :func:`axpy_prefix` and :func:`rows_axpy_prefix` add rows of sums,
@@ -310,13 +310,16 @@ def row_copy(typingctx, dst, dst_off, src, src_off, width):
 
 
 @intrinsic
-def rows_fma4(typingctx, acc, stride, src, src_off, c0, c1, c2, c3, width):
+def rows_fma(typingctx, acc, stride, src, src_off, coefs, width):
     """``acc[r s:r s + w] = fma(c_r, src[src_off:src_off + w], acc[r s:r s + w])`` for
-    the four rows r = 0..3 (s = ``stride``): one load of the source row, four vector fused
-    multiply-adds with the coefficients broadcast."""
+    each coefficient c_r of the tuple ``coefs`` (one to four; s = ``stride``): one load
+    of the source row, a vector fused multiply-add per row with its coefficient
+    broadcast."""
     if getattr(acc, "dtype", None) != getattr(src, "dtype", None):
-        raise TypingError("rows_fma4: acc and src must have one dtype")
-    w = _row_lanes("rows_fma4", width, acc, src)
+        raise TypingError("rows_fma: acc and src must have one dtype")
+    if not (isinstance(coefs, types.UniTuple) and 1 <= coefs.count <= 4):
+        raise TypingError("rows_fma: one to four coefficients, as a tuple")
+    w = _row_lanes("rows_fma", width, acc, src)
     if w is None:
         return None
 
@@ -325,16 +328,17 @@ def rows_fma4(typingctx, acc, stride, src, src_off, c0, c1, c2, c3, width):
         fma_fn = _fma_fn(builder, vty)
         q = builder.load(_row_at(context, builder, sig, args, 2, vty), align=align)
         stride = context.cast(builder, args[1], sig.args[1], types.intp)
-        for r in range(4):
+        cs = cgutils.unpack_tuple(builder, args[4], coefs.count)
+        for r, c in enumerate(cs):
             off = builder.mul(stride, stride.type(r))
             p = _vptr(context, builder, sig.args[0], args[0], off, types.intp, vty)
-            coef = context.cast(builder, args[4 + r], sig.args[4 + r], sig.args[0].dtype)
+            coef = context.cast(builder, c, coefs.dtype, sig.args[0].dtype)
             old = builder.load(p, align=align)
             builder.store(builder.call(fma_fn, [_splat(builder, coef, vty), q, old]), p,
                           align=align)
         return context.get_dummy_value()
 
-    return types.none(acc, stride, src, src_off, c0, c1, c2, c3, width), codegen
+    return types.none(acc, stride, src, src_off, coefs, width), codegen
 
 
 @intrinsic

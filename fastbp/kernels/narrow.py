@@ -52,7 +52,7 @@ from .lanes import (
     row_copy,
     row_fill,
     rows_axpy_prefix,
-    rows_fma4,
+    rows_fma,
     rows_fma_broadcast,
     scratch,
     store_prefix,
@@ -68,15 +68,6 @@ SUMS = 4 * WIDTH
 FORWARD_WIDTH = 16
 #: Elements of W^T on the stack in the forward pass: n_{l-1} <= WIDTH rows of 16.
 PACKED = WIDTH * FORWARD_WIDTH
-
-
-@njit(inline="always", **SERIAL)
-def _zero_rows(sums, w, zero):
-    """The four rows of sums (``sums``: 4 rows of WIDTH) set to zero, w lanes each."""
-    row_fill(sums, 0, zero, w)
-    row_fill(sums, WIDTH, zero, w)
-    row_fill(sums, 2 * WIDTH, zero, w)
-    row_fill(sums, 3 * WIDTH, zero, w)
 
 
 @njit(inline="always", **SERIAL)
@@ -105,27 +96,52 @@ def _columns(a):
 
 
 @njit(inline="always", **SERIAL)
+def _add_row(acc, src, off, D, j, s0, s1, s2, s3, w, R):
+    """The row src[off:off + w] times δ^l_sj added to the first R rows of ``acc`` (4, or
+    2: s0 and s1)."""
+    if R == 4:
+        rows_fma(acc, WIDTH, src, off, (D[s0, j], D[s1, j], D[s2, j], D[s3, j]), w)
+    else:
+        rows_fma(acc, WIDTH, src, off, (D[s0, j], D[s1, j]), w)
+
+
+@njit(inline="always", **SERIAL)
+def _backward_sums(D, W, tail, inside, k0, n, s0, s1, s2, s3, acc, w, R, zero):
+    """The first R rows of ``acc`` (4, or 2: s0 and s1): the columns k0 .. k0 + w - 1
+    of Σ_j δ^l_sj w^l_j· for the examples s0 .. s3, one row of W loaded per j (its first
+    n elements, through ``tail``, for the rows j >= inside a read of w would leave W)."""
+    n_out, n_in = W.shape
+    w_flat = flat(W)
+    for i in range(R):
+        row_fill(acc, i * WIDTH, zero, w)
+    for j in range(inside):
+        _add_row(acc, w_flat, j * n_in + k0, D, j, s0, s1, s2, s3, w, R)
+    for j in range(inside, n_out):
+        load_prefix(tail, 0, w_flat, j * n_in + k0, n, w)
+        _add_row(acc, tail, 0, D, j, s0, s1, s2, s3, w, R)
+
+
+@njit(inline="always", **SERIAL)
 def _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, acc, w, zero):
     """Columns k0 .. k0 + w - 1 (those < n_{l-1}) of the rows s_lo <= s < s_hi of
     δ^{l-1} (before σ'; s_lo a multiple of 4, m the minibatch), four rows at a time
-    summed over all j in the four rows of ``acc``."""
+    summed over all j in the four rows of ``acc`` (the last one or two rows of the
+    minibatch in two rows)."""
     n_out, n_in = W.shape
     n = min(w, n_in - k0)
     inside = _rows_inside(n_out, n_in, k0, w)
-    w_flat = flat(W)
     d_flat = flat(D_prev)
     for s0 in range(s_lo, s_hi, 4):
         # the last block's missing examples repeat its last one (same sums, same stores)
         s1 = min(s0 + 1, m - 1)
         s2 = min(s0 + 2, m - 1)
         s3 = min(s0 + 3, m - 1)
-        _zero_rows(acc, w, zero)
-        for j in range(inside):
-            rows_fma4(acc, WIDTH, w_flat, j * n_in + k0, D[s0, j], D[s1, j], D[s2, j],
-                      D[s3, j], w)
-        for j in range(inside, n_out):
-            load_prefix(tail, 0, w_flat, j * n_in + k0, n, w)
-            rows_fma4(acc, WIDTH, tail, 0, D[s0, j], D[s1, j], D[s2, j], D[s3, j], w)
+        if s0 + 2 >= m:  # one or two examples left (a 10-example BP2: 1.07-1.16x)
+            _backward_sums(D, W, tail, inside, k0, n, s0, s1, s1, s1, acc, w, 2, zero)
+            store_prefix(d_flat, s0 * n_in + k0, acc, 0, n, w)
+            store_prefix(d_flat, s1 * n_in + k0, acc, WIDTH, n, w)
+            continue
+        _backward_sums(D, W, tail, inside, k0, n, s0, s1, s2, s3, acc, w, 4, zero)
         # four stores written out, not a loop: a row of the sums picked by a run-time
         # index keeps them out of registers (as a loop: gradient step 0.61-0.76x)
         store_prefix(d_flat, s0 * n_in + k0, acc, 0, n, w)
@@ -160,7 +176,8 @@ def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     128 bytes of columns k at a time (:func:`_columns`; a last 16 or fewer as one
     16-lane block), four examples at a time: their four rows of δ^{l-1} are summed in
     registers over all j (one row of W loaded per j, four multiply-adds with δ^l_sj
-    broadcast) and stored; then all m rows are scaled by σ'. Same arguments as
+    broadcast) and stored, the last one or two examples of the minibatch as two rows;
+    then all m rows are scaled by σ'. Same arguments as
     :func:`fastbp.kernels.blocked.backward_ser`.
     """
     _backward_rows(D, W, Z_prev, A_prev, act_prev, m, D_prev, 0, m, W.dtype.type(0))
@@ -208,8 +225,8 @@ def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w, zero):
         row_copy(acc, 2 * WIDTH, brow, 0, w)
         row_copy(acc, 3 * WIDTH, brow, 0, w)
         for k in range(n_in):
-            rows_fma4(acc, WIDTH, wt_flat, k * w, A_prev[q0, k], A_prev[q1, k],
-                      A_prev[q2, k], A_prev[q3, k], w)
+            rows_fma(acc, WIDTH, wt_flat, k * w,
+                     (A_prev[q0, k], A_prev[q1, k], A_prev[q2, k], A_prev[q3, k]), w)
         store_prefix(z_flat, s0 * n_out, acc, 0, n_out, w)
         store_prefix(z_flat, s1 * n_out, acc, WIDTH, n_out, w)
         store_prefix(z_flat, s2 * n_out, acc, 2 * WIDTH, n_out, w)
