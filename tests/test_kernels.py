@@ -453,15 +453,16 @@ def test_forward_narrow(act, dtype, m, n_out, n_in, rng):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["sigmoid", "relu", "identity"])
-@pytest.mark.parametrize("m", [1, 3, 4, 10])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 10, 17, 70])
 @pytest.mark.parametrize("n_out", [1, 6, 16])
 @pytest.mark.parametrize("n_in", NARROW_INPUTS)
 @pytest.mark.parametrize("kernel", ["narrow", "columns"])
 def test_backward_narrow(kernel, act, dtype, m, n_out, n_in, rng):
     """BP2 over narrow inputs (rows of 16 or 32 lanes, the last row of W copied to the
-    stack), serial and parallel over parts of the examples: the reference's values, and
-    no element read or written past any array (each ends at an inaccessible page) nor
-    past the m rows of δ^{l-1}."""
+    stack), serial and parallel over parts of the examples, in groups of eight, four and
+    two examples (m = 70: parts of 8-12 examples): the reference's values, and no element
+    read or written past any array (each ends at an inaccessible page) nor past the m
+    rows of δ^{l-1}."""
     D = _guarded(rng.normal(0, 1, (m, n_out)).astype(dtype))
     W = _guarded(rng.normal(0, 1, (n_out, n_in)).astype(dtype))
     Zp = _guarded(rng.normal(0, 1, (m + 1, n_in)).astype(dtype))

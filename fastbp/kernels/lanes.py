@@ -312,13 +312,13 @@ def row_copy(typingctx, dst, dst_off, src, src_off, width):
 @intrinsic
 def rows_fma(typingctx, acc, stride, src, src_off, coefs, width):
     """``acc[r s:r s + w] = fma(c_r, src[src_off:src_off + w], acc[r s:r s + w])`` for
-    each coefficient c_r of the tuple ``coefs`` (one to four; s = ``stride``): one load
+    each coefficient c_r of the tuple ``coefs`` (one to eight; s = ``stride``): one load
     of the source row, a vector fused multiply-add per row with its coefficient
     broadcast."""
     if getattr(acc, "dtype", None) != getattr(src, "dtype", None):
         raise TypingError("rows_fma: acc and src must have one dtype")
-    if not (isinstance(coefs, types.UniTuple) and 1 <= coefs.count <= 4):
-        raise TypingError("rows_fma: one to four coefficients, as a tuple")
+    if not (isinstance(coefs, types.UniTuple) and 1 <= coefs.count <= 8):
+        raise TypingError("rows_fma: one to eight coefficients, as a tuple")
     w = _row_lanes("rows_fma", width, acc, src)
     if w is None:
         return None

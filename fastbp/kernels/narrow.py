@@ -61,8 +61,9 @@ from .lanes import (
 from .layers import derivative_scale, sgd_range
 from .views import flat, mat
 
-#: Elements of the four rows of sums (a compile-time size: ``scratch`` needs a literal).
-SUMS = 4 * WIDTH
+#: Elements of the rows of sums: up to eight rows (a compile-time size: ``scratch``
+#: needs a literal).
+SUMS = 8 * WIDTH
 #: Widest layer (n_l) the narrow forward pass takes: its rows of W^T are 16 lanes (a
 #: 32-lane W^T took longer to copy than it saved below minibatches of 16-32).
 FORWARD_WIDTH = 16
@@ -97,9 +98,13 @@ def _columns(a):
 
 @njit(inline="always", **SERIAL)
 def _add_row(acc, src, off, D, j, s0, s1, s2, s3, w, R):
-    """The row src[off:off + w] times δ^l_sj added to the first R rows of ``acc`` (4, or
-    2: s0 and s1)."""
-    if R == 4:
+    """The row src[off:off + w] times δ^l_sj added to the first R rows of ``acc``: for
+    the examples s0 .. s3 (R = 4), s0 and s1 (R = 2) or s0 .. s0 + 7 (R = 8)."""
+    if R == 8:
+        rows_fma(acc, WIDTH, src, off, (D[s0, j], D[s0 + 1, j], D[s0 + 2, j], D[s0 + 3, j],
+                                        D[s0 + 4, j], D[s0 + 5, j], D[s0 + 6, j],
+                                        D[s0 + 7, j]), w)
+    elif R == 4:
         rows_fma(acc, WIDTH, src, off, (D[s0, j], D[s1, j], D[s2, j], D[s3, j]), w)
     else:
         rows_fma(acc, WIDTH, src, off, (D[s0, j], D[s1, j]), w)
@@ -107,9 +112,9 @@ def _add_row(acc, src, off, D, j, s0, s1, s2, s3, w, R):
 
 @njit(inline="always", **SERIAL)
 def _backward_sums(D, W, tail, inside, k0, n, s0, s1, s2, s3, acc, w, R, zero):
-    """The first R rows of ``acc`` (4, or 2: s0 and s1): the columns k0 .. k0 + w - 1
-    of Σ_j δ^l_sj w^l_j· for the examples s0 .. s3, one row of W loaded per j (its first
-    n elements, through ``tail``, for the rows j >= inside a read of w would leave W)."""
+    """The first R rows of ``acc`` (:func:`_add_row`'s examples): the columns k0 .. k0 +
+    w - 1 of Σ_j δ^l_sj w^l_j·, one row of W loaded per j (its first n elements, through
+    ``tail``, for the rows j >= inside a read of w would leave W)."""
     n_out, n_in = W.shape
     w_flat = flat(W)
     for i in range(R):
@@ -122,32 +127,54 @@ def _backward_sums(D, W, tail, inside, k0, n, s0, s1, s2, s3, acc, w, R, zero):
 
 
 @njit(inline="always", **SERIAL)
+def _store_rows(d, off, stride, s0, s1, s2, s3, acc, n, w, R):
+    """The first R rows of ``acc`` (:func:`_add_row`'s examples s) stored, n elements
+    each, at d[s stride + off]. Written out, not a loop: a row of the sums picked by a
+    run-time index keeps them out of registers (as a loop: gradient step 0.61-0.76x)."""
+    store_prefix(d, s0 * stride + off, acc, 0, n, w)
+    if R == 8:
+        store_prefix(d, (s0 + 1) * stride + off, acc, WIDTH, n, w)
+        store_prefix(d, (s0 + 2) * stride + off, acc, 2 * WIDTH, n, w)
+        store_prefix(d, (s0 + 3) * stride + off, acc, 3 * WIDTH, n, w)
+        store_prefix(d, (s0 + 4) * stride + off, acc, 4 * WIDTH, n, w)
+        store_prefix(d, (s0 + 5) * stride + off, acc, 5 * WIDTH, n, w)
+        store_prefix(d, (s0 + 6) * stride + off, acc, 6 * WIDTH, n, w)
+        store_prefix(d, (s0 + 7) * stride + off, acc, 7 * WIDTH, n, w)
+    else:
+        store_prefix(d, s1 * stride + off, acc, WIDTH, n, w)
+        if R == 4:
+            store_prefix(d, s2 * stride + off, acc, 2 * WIDTH, n, w)
+            store_prefix(d, s3 * stride + off, acc, 3 * WIDTH, n, w)
+
+
+@njit(inline="always", **SERIAL)
 def _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, acc, w, zero):
     """Columns k0 .. k0 + w - 1 (those < n_{l-1}) of the rows s_lo <= s < s_hi of
-    δ^{l-1} (before σ'; s_lo a multiple of 4, m the minibatch), four rows at a time
-    summed over all j in the four rows of ``acc`` (the last one or two rows of the
-    minibatch in two rows)."""
+    δ^{l-1} (before σ'; s_lo a multiple of 4, m the minibatch), summed over all j in
+    rows of ``acc``: eight vector registers of sums at a time, so eight examples where
+    the block is one register (16 float32 columns; as four: 0.81-0.89x), else four; the
+    last one or two examples of the minibatch in two rows."""
     n_out, n_in = W.shape
     n = min(w, n_in - k0)
     inside = _rows_inside(n_out, n_in, k0, w)
     d_flat = flat(D_prev)
-    for s0 in range(s_lo, s_hi, 4):
+    s_4 = s_lo
+    if w == vector_lanes(zero):
+        s_4 += (s_hi - s_lo) // 8 * 8
+    for s0 in range(s_lo, s_4, 8):
+        _backward_sums(D, W, tail, inside, k0, n, s0, s0, s0, s0, acc, w, 8, zero)
+        _store_rows(d_flat, k0, n_in, s0, s0, s0, s0, acc, n, w, 8)
+    for s0 in range(s_4, s_hi, 4):
         # the last block's missing examples repeat its last one (same sums, same stores)
         s1 = min(s0 + 1, m - 1)
         s2 = min(s0 + 2, m - 1)
         s3 = min(s0 + 3, m - 1)
         if s0 + 2 >= m:  # one or two examples left (a 10-example BP2: 1.07-1.16x)
             _backward_sums(D, W, tail, inside, k0, n, s0, s1, s1, s1, acc, w, 2, zero)
-            store_prefix(d_flat, s0 * n_in + k0, acc, 0, n, w)
-            store_prefix(d_flat, s1 * n_in + k0, acc, WIDTH, n, w)
-            continue
-        _backward_sums(D, W, tail, inside, k0, n, s0, s1, s2, s3, acc, w, 4, zero)
-        # four stores written out, not a loop: a row of the sums picked by a run-time
-        # index keeps them out of registers (as a loop: gradient step 0.61-0.76x)
-        store_prefix(d_flat, s0 * n_in + k0, acc, 0, n, w)
-        store_prefix(d_flat, s1 * n_in + k0, acc, WIDTH, n, w)
-        store_prefix(d_flat, s2 * n_in + k0, acc, 2 * WIDTH, n, w)
-        store_prefix(d_flat, s3 * n_in + k0, acc, 3 * WIDTH, n, w)
+            _store_rows(d_flat, k0, n_in, s0, s1, s1, s1, acc, n, w, 2)
+        else:
+            _backward_sums(D, W, tail, inside, k0, n, s0, s1, s2, s3, acc, w, 4, zero)
+            _store_rows(d_flat, k0, n_in, s0, s1, s2, s3, acc, n, w, 4)
 
 
 @njit(**NOALIAS)
