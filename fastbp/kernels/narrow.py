@@ -291,7 +291,8 @@ def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
     W^T is first copied to the stack (row k: the weights of input k, zero-padded to 16
     lanes). Four examples at a time (eight in float32, whose 16 lanes are one register;
     the last one or two as two): their rows of z are summed in registers over all k (one
-    row of W^T loaded per k, a multiply-add per row with a_sk broadcast), then stored; σ (or softmax) follows row by row. Same arguments as
+    row of W^T loaded per k, a multiply-add per row with a_sk broadcast), then stored;
+    σ (or softmax) follows row by row. Same arguments as
     :func:`fastbp.kernels.blocked.forward_ser`, which wider layers are handed to (their
     W^T would not fit in the stack's copy).
     """
