@@ -421,13 +421,12 @@ NARROW_INPUTS = NARROW_WIDTHS + [33, 64, 100]
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["sigmoid", "tanh", "identity", "softmax"])
-@pytest.mark.parametrize("m", [1, 2, 3, 4, 10, 19])
+@pytest.mark.parametrize("m", [1, 3, 4, 10])
 @pytest.mark.parametrize("n_out", [1, 2, 9, 15, 16, 17])
 @pytest.mark.parametrize("n_in", NARROW_WIDTHS + [33])
 def test_forward_narrow(act, dtype, m, n_out, n_in, rng):
     """The narrow forward pass (W^T copied to 16-lane rows on the stack, input rows read
-    through ``rows``, in groups of eight, four and two examples; wider layers handed to
-    the blocked kernel) against the reference,
+    through ``rows``; wider layers handed to the blocked kernel) against the reference,
     every array ending at an inaccessible page and the workspaces' rows past m
     untouched."""
     if act == "softmax" and n_out < 2:

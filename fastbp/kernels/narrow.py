@@ -13,12 +13,11 @@ Each of the three sums ends in rows, or blocks of rows, of a few vectors:
 On a 16- or 30-wide row the register-blocked kernels of :mod:`fastbp.kernels.blocked`
 spend more on setting up each short run-time-length loop (or, in the forward pass, on
 adding up the lanes of each dot product) than on the arithmetic, and carry their
-partial sums through memory from one block to the next. Here four such rows (eight
-where a row is one register, so that eight registers of sums are in flight; in BP3 up
-to sixteen) are summed in registers over the whole sum: each term loads one row of W,
-W^T or the layer's input as one or two vectors of a compile-time width (16 or 32
-elements) and adds it, times four (eight, sixteen) broadcast coefficients, to the rows
-of sums, the form of OpenBLAS's microkernels. A row of W or of the input read past its
+partial sums through memory from one block to the next. Here four such rows (in BP3
+up to sixteen) are summed in registers over the whole sum: each term loads one row of
+W, W^T or the layer's input as one or two vectors of a compile-time width (16 or 32
+elements) and adds it, times four (sixteen) broadcast coefficients, to the rows of
+sums, the form of OpenBLAS's microkernels. A row of W or of the input read past its
 last element runs into the next rows of the same array (those lanes are summed but never
 stored); the last rows, where such a read would leave the array, are first copied into a
 zero-padded row on the stack with a masked load. The sums are stored with masked stores
@@ -202,10 +201,10 @@ def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     """BP2, δ^{l-1}_sk = (Σ_j w^l_jk δ^l_sj) σ'(z^{l-1}_sk).
 
     128 bytes of columns k at a time (:func:`_columns`; a last 16 or fewer as one
-    16-lane block), four examples at a time (eight in a float32 block of 16 columns, one
-    register; the last one or two of the minibatch as two): their rows of δ^{l-1} are
-    summed in registers over all j (one row of W loaded per j, a multiply-add per row
-    with δ^l_sj broadcast) and stored; then all m rows are scaled by σ'. Same arguments as
+    16-lane block), four examples at a time: their four rows of δ^{l-1} are summed in
+    registers over all j (one row of W loaded per j, four multiply-adds with δ^l_sj
+    broadcast) and stored, the last one or two examples of the minibatch as two rows;
+    then all m rows are scaled by σ'. Same arguments as
     :func:`fastbp.kernels.blocked.backward_ser`.
     """
     _backward_rows(D, W, Z_prev, A_prev, act_prev, m, D_prev, 0, m, W.dtype.type(0))
@@ -229,36 +228,8 @@ def backward_columns(D, W, Z_prev, A_prev, act_prev, m, D_prev):
 
 
 @njit(inline="always", **SERIAL)
-def _forward_sums(A_prev, rows, s0, s1, s2, s3, wt_flat, brow, acc, w, R):
-    """The first R rows of ``acc``: b + Σ_k a_{rows[s],k} W^T[k] for the examples s0 ..
-    s3 (R = 4), s0 and s1 (R = 2) or s0 .. s0 + 7 (R = 8), from b (adding it after the
-    sums took a scalar pass over the rows)."""
-    n_in = A_prev.shape[1]
-    for i in range(R):
-        row_copy(acc, i * WIDTH, brow, 0, w)
-    if R == 8:
-        q0, q1, q2, q3 = rows[s0], rows[s0 + 1], rows[s0 + 2], rows[s0 + 3]
-        q4, q5, q6, q7 = rows[s0 + 4], rows[s0 + 5], rows[s0 + 6], rows[s0 + 7]
-        for k in range(n_in):
-            rows_fma(acc, WIDTH, wt_flat, k * w,
-                     (A_prev[q0, k], A_prev[q1, k], A_prev[q2, k], A_prev[q3, k],
-                      A_prev[q4, k], A_prev[q5, k], A_prev[q6, k], A_prev[q7, k]), w)
-    elif R == 4:
-        q0, q1, q2, q3 = rows[s0], rows[s1], rows[s2], rows[s3]
-        for k in range(n_in):
-            rows_fma(acc, WIDTH, wt_flat, k * w,
-                     (A_prev[q0, k], A_prev[q1, k], A_prev[q2, k], A_prev[q3, k]), w)
-    else:
-        q0, q1 = rows[s0], rows[s1]
-        for k in range(n_in):
-            rows_fma(acc, WIDTH, wt_flat, k * w, (A_prev[q0, k], A_prev[q1, k]), w)
-
-
-@njit(inline="always", **SERIAL)
 def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w, zero):
-    """Z's first m rows: b + Σ_k a_{rows[s],k} W^T[k], in groups of examples as BP2's
-    (:func:`_backward_columns`): eight where a row of sums is one register (float32),
-    else four, the last one or two examples in two."""
+    """Z's first m rows: b + Σ_k a_{rows[s],k} W^T[k], four examples at a time."""
     n_out, n_in = W.shape
     # W^T, by input k: WT[k, :w] = w_·k, then zeros
     for k in range(n_in):
@@ -267,20 +238,26 @@ def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w, zero):
     load_prefix(brow, 0, b, 0, n_out, w)
     z_flat = flat(Z)
     wt_flat = flat(WT)
-    s_4 = m // 8 * 8 if w == vector_lanes(zero) else 0
-    for s0 in range(0, s_4, 8):
-        _forward_sums(A_prev, rows, s0, s0, s0, s0, wt_flat, brow, acc, w, 8)
-        _store_rows(z_flat, 0, n_out, s0, s0, s0, s0, acc, n_out, w, 8)
-    for s0 in range(s_4, m, 4):
+    for s0 in range(0, m, 4):
         s1 = min(s0 + 1, m - 1)  # as in _backward_columns
         s2 = min(s0 + 2, m - 1)
         s3 = min(s0 + 3, m - 1)
-        if s0 + 2 >= m:
-            _forward_sums(A_prev, rows, s0, s1, s1, s1, wt_flat, brow, acc, w, 2)
-            _store_rows(z_flat, 0, n_out, s0, s1, s1, s1, acc, n_out, w, 2)
-        else:
-            _forward_sums(A_prev, rows, s0, s1, s2, s3, wt_flat, brow, acc, w, 4)
-            _store_rows(z_flat, 0, n_out, s0, s1, s2, s3, acc, n_out, w, 4)
+        q0 = rows[s0]
+        q1 = rows[s1]
+        q2 = rows[s2]
+        q3 = rows[s3]
+        # the sums start from b (adding it after them took a scalar pass over the rows)
+        row_copy(acc, 0, brow, 0, w)
+        row_copy(acc, WIDTH, brow, 0, w)
+        row_copy(acc, 2 * WIDTH, brow, 0, w)
+        row_copy(acc, 3 * WIDTH, brow, 0, w)
+        for k in range(n_in):
+            rows_fma(acc, WIDTH, wt_flat, k * w,
+                     (A_prev[q0, k], A_prev[q1, k], A_prev[q2, k], A_prev[q3, k]), w)
+        store_prefix(z_flat, s0 * n_out, acc, 0, n_out, w)
+        store_prefix(z_flat, s1 * n_out, acc, WIDTH, n_out, w)
+        store_prefix(z_flat, s2 * n_out, acc, 2 * WIDTH, n_out, w)
+        store_prefix(z_flat, s3 * n_out, acc, 3 * WIDTH, n_out, w)
 
 
 @njit(**NOALIAS)
@@ -289,10 +266,9 @@ def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
     n_l <= :data:`FORWARD_WIDTH` and n_{l-1} <= :data:`WIDTH`.
 
     W^T is first copied to the stack (row k: the weights of input k, zero-padded to 16
-    lanes). Four examples at a time (eight in float32, whose 16 lanes are one register;
-    the last one or two as two): their rows of z are summed in registers over all k (one
-    row of W^T loaded per k, a multiply-add per row with a_sk broadcast), then stored;
-    σ (or softmax) follows row by row. Same arguments as
+    lanes). Four examples at a time: their four rows of z are summed in registers over
+    all k (one row of W^T loaded per k, four multiply-adds with a_sk broadcast), then
+    stored; σ (or softmax) follows row by row. Same arguments as
     :func:`fastbp.kernels.blocked.forward_ser`, which wider layers are handed to (their
     W^T would not fit in the stack's copy).
     """
