@@ -13,11 +13,12 @@ Each of the three sums ends in rows, or blocks of rows, of a few vectors:
 On a 16- or 30-wide row the register-blocked kernels of :mod:`fastbp.kernels.blocked`
 spend more on setting up each short run-time-length loop (or, in the forward pass, on
 adding up the lanes of each dot product) than on the arithmetic, and carry their
-partial sums through memory from one block to the next. Here four such rows (in BP3
-up to sixteen) are summed in registers over the whole sum: each term loads one row of
-W, W^T or the layer's input as one or two vectors of a compile-time width (16 or 32
-elements) and adds it, times four (sixteen) broadcast coefficients, to the rows of
-sums, the form of OpenBLAS's microkernels. A row of W or of the input read past its
+partial sums through memory from one block to the next. Here four such rows (in BP2
+eight where a row is one register, so that eight registers of sums are in flight; in
+BP3 up to sixteen) are summed in registers over the whole sum: each term loads one row
+of W, W^T or the layer's input as one or two vectors of a compile-time width (16 or 32
+elements) and adds it, times four (eight, sixteen) broadcast coefficients, to the rows
+of sums, the form of OpenBLAS's microkernels. A row of W or of the input read past its
 last element runs into the next rows of the same array (those lanes are summed but never
 stored); the last rows, where such a read would leave the array, are first copied into a
 zero-padded row on the stack with a masked load. The sums are stored with masked stores
@@ -99,15 +100,13 @@ def _columns(a):
 @njit(inline="always", **SERIAL)
 def _add_row(acc, src, off, D, j, s0, s1, s2, s3, w, R):
     """The row src[off:off + w] times δ^l_sj added to the first R rows of ``acc``: for
-    the examples s0 .. s3 (R = 4), s0 and s1 (R = 2) or s0 .. s0 + 7 (R = 8)."""
+    the examples s0 .. s3 (R = 4) or s0 .. s0 + 7 (R = 8)."""
     if R == 8:
         rows_fma(acc, WIDTH, src, off, (D[s0, j], D[s0 + 1, j], D[s0 + 2, j], D[s0 + 3, j],
                                         D[s0 + 4, j], D[s0 + 5, j], D[s0 + 6, j],
                                         D[s0 + 7, j]), w)
-    elif R == 4:
-        rows_fma(acc, WIDTH, src, off, (D[s0, j], D[s1, j], D[s2, j], D[s3, j]), w)
     else:
-        rows_fma(acc, WIDTH, src, off, (D[s0, j], D[s1, j]), w)
+        rows_fma(acc, WIDTH, src, off, (D[s0, j], D[s1, j], D[s2, j], D[s3, j]), w)
 
 
 @njit(inline="always", **SERIAL)
@@ -142,9 +141,8 @@ def _store_rows(d, off, stride, s0, s1, s2, s3, acc, n, w, R):
         store_prefix(d, (s0 + 7) * stride + off, acc, 7 * WIDTH, n, w)
     else:
         store_prefix(d, s1 * stride + off, acc, WIDTH, n, w)
-        if R == 4:
-            store_prefix(d, s2 * stride + off, acc, 2 * WIDTH, n, w)
-            store_prefix(d, s3 * stride + off, acc, 3 * WIDTH, n, w)
+        store_prefix(d, s2 * stride + off, acc, 2 * WIDTH, n, w)
+        store_prefix(d, s3 * stride + off, acc, 3 * WIDTH, n, w)
 
 
 @njit(inline="always", **SERIAL)
@@ -152,8 +150,8 @@ def _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, acc, w, zero):
     """Columns k0 .. k0 + w - 1 (those < n_{l-1}) of the rows s_lo <= s < s_hi of
     δ^{l-1} (before σ'; s_lo a multiple of 4, m the minibatch), summed over all j in
     rows of ``acc``: eight vector registers of sums at a time, so eight examples where
-    the block is one register (16 float32 columns; as four: 0.81-0.89x), else four; the
-    last one or two examples of the minibatch in two rows."""
+    the block is one register (16 float32 columns; as four: 0.76-0.95x), else four (the
+    last block's missing examples repeating its last one)."""
     n_out, n_in = W.shape
     n = min(w, n_in - k0)
     inside = _rows_inside(n_out, n_in, k0, w)
@@ -169,12 +167,8 @@ def _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, acc, w, zero):
         s1 = min(s0 + 1, m - 1)
         s2 = min(s0 + 2, m - 1)
         s3 = min(s0 + 3, m - 1)
-        if s0 + 2 >= m:  # one or two examples left (a 10-example BP2: 1.07-1.16x)
-            _backward_sums(D, W, tail, inside, k0, n, s0, s1, s1, s1, acc, w, 2, zero)
-            _store_rows(d_flat, k0, n_in, s0, s1, s1, s1, acc, n, w, 2)
-        else:
-            _backward_sums(D, W, tail, inside, k0, n, s0, s1, s2, s3, acc, w, 4, zero)
-            _store_rows(d_flat, k0, n_in, s0, s1, s2, s3, acc, n, w, 4)
+        _backward_sums(D, W, tail, inside, k0, n, s0, s1, s2, s3, acc, w, 4, zero)
+        _store_rows(d_flat, k0, n_in, s0, s1, s2, s3, acc, n, w, 4)
 
 
 @njit(**NOALIAS)
@@ -201,10 +195,10 @@ def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     """BP2, δ^{l-1}_sk = (Σ_j w^l_jk δ^l_sj) σ'(z^{l-1}_sk).
 
     128 bytes of columns k at a time (:func:`_columns`; a last 16 or fewer as one
-    16-lane block), four examples at a time: their four rows of δ^{l-1} are summed in
-    registers over all j (one row of W loaded per j, four multiply-adds with δ^l_sj
-    broadcast) and stored, the last one or two examples of the minibatch as two rows;
-    then all m rows are scaled by σ'. Same arguments as
+    16-lane block), four examples at a time (eight in a float32 block of 16 columns, one
+    register): their rows of δ^{l-1} are summed in registers over all j (one row of W
+    loaded per j, a multiply-add per row with δ^l_sj broadcast) and stored; then all m
+    rows are scaled by σ'. Same arguments as
     :func:`fastbp.kernels.blocked.backward_ser`.
     """
     _backward_rows(D, W, Z_prev, A_prev, act_prev, m, D_prev, 0, m, W.dtype.type(0))
