@@ -248,10 +248,7 @@ def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w, zero):
         for k in range(n_in):
             rows_fma(acc, WIDTH, wt_flat, k * w,
                      (A_prev[q0, k], A_prev[q1, k], A_prev[q2, k], A_prev[q3, k]), w)
-        store_prefix(z_flat, s0 * n_out, acc, 0, n_out, w)
-        store_prefix(z_flat, s1 * n_out, acc, WIDTH, n_out, w)
-        store_prefix(z_flat, s2 * n_out, acc, 2 * WIDTH, n_out, w)
-        store_prefix(z_flat, s3 * n_out, acc, 3 * WIDTH, n_out, w)
+        _store_rows(z_flat, 0, n_out, s0, s1, s2, s3, acc, n_out, w, 4)
 
 
 @njit(**NOALIAS)
