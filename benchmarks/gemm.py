@@ -18,9 +18,9 @@ the update), which is counted against them. Prints the median time of each, GFLO
 the two so that both see the same machine state. Run one benchmark at a time.
 
 A third column times what a kernel fuses done the unfused way: OpenBLAS's product, then
-the same element-wise work in its own passes (+ b and σ with fastbp's ``activate_range``;
-σ' with ``derivative_scale``; the step W += -η/m ∂C/∂W, the sums of δ and the biases'
-step), and ``vs unfused`` is that time over fastbp's. The first ratio asks whether
+the same element-wise work in its own passes (+ b, and σ as fastbp's forward kernels
+apply it; σ' with ``derivative_scale``; the step W += -η/m ∂C/∂W, the sums of δ and
+the biases' step), and ``vs unfused`` is that time over fastbp's. The first ratio asks whether
 fastbp's kernels multiply as fast as OpenBLAS; the second whether they do the layer's
 whole job faster than OpenBLAS plus separate passes would. On small layers the two differ
 most: a float64 sigmoid over 100 × 16 weighted inputs costs about as much as their
@@ -52,7 +52,8 @@ from benchmarks import workloads as wl  # noqa: E402
 from fastbp import kernels  # noqa: E402
 from fastbp._config import launch  # noqa: E402
 from fastbp.kernels import codes  # noqa: E402
-from fastbp.kernels.layers import activate_range, derivative_scale, softmax_row  # noqa: E402,E501
+from fastbp.kernels.blocked import _activate_rows  # noqa: E402
+from fastbp.kernels.layers import derivative_scale  # noqa: E402
 from fastbp.kernels.views import flat  # noqa: E402
 
 
@@ -132,16 +133,12 @@ def _dot_loop(a, b, out, reps):
 
 @njit
 def _bias_activate(Z, b, act, A):
-    """Z += b row by row, then A = σ(Z) in one pass (softmax row by row)."""
+    """Z += b row by row, then A = σ(Z) as the forward kernels apply it."""
     m, n_out = Z.shape
     for s in range(m):
         for j in range(n_out):
             Z[s, j] += b[j]
-    if act == codes.SOFTMAX:
-        for s in range(m):
-            softmax_row(Z[s], A[s], n_out)
-    else:
-        activate_range(act, flat(Z), flat(A), 0, m * n_out)
+    _activate_rows(act, m, Z, A, n_out)
 
 
 @njit
