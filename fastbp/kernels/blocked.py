@@ -203,10 +203,12 @@ def _activate_rows(act, m, Z, A, n_out):
             softmax_row(Z[s], A[s], n_out)
     elif m * n_out >= ACTIVATE_PAR_MIN:
         for s in prange(m):
-            activate_range(act, Z[s], A[s], 0, n_out)
+            activate_range(act, Z[s], A[s], np.int64(0), n_out)
     else:  # the first m rows are one contiguous run
         n = m * n_out
-        activate_range(act, flat(Z[:m]), flat(A[:m]), 0, n)
+        # np.int64(0): the signature of the tiny networks' calls (a literal 0 would
+        # compile activate_range a second time)
+        activate_range(act, flat(Z[:m]), flat(A[:m]), np.int64(0), n)
 
 
 @njit(inline="always", **SERIAL)
@@ -565,7 +567,10 @@ def _step_forward(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
         j0 = 4 * np.int64(jb)
         _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
                         mode, j0, n_out, n_in, zero)
-        _forward_block(A_prev, rows_next, W, b, m_next, Z, j0, n_out, n_in, 0, m_next, zero)
+        # from row np.int64(0), not the literal 0: the same compiled _forward_block as
+        # forward_par's (a literal argument makes a signature of its own)
+        _forward_block(A_prev, rows_next, W, b, m_next, Z, j0, n_out, n_in, np.int64(0),
+                       m_next, zero)
     _activate_rows(act, m_next, Z, A, n_out)
 
 

@@ -201,7 +201,10 @@ def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     rows are scaled by σ'. Same arguments as
     :func:`fastbp.kernels.blocked.backward_ser`.
     """
-    _backward_rows(D, W, Z_prev, A_prev, act_prev, m, D_prev, 0, m, W.dtype.type(0))
+    # the first row as an int64, not the literal 0: one compiled _backward_rows, as for
+    # backward_columns (a literal argument makes a signature of its own)
+    _backward_rows(D, W, Z_prev, A_prev, act_prev, m, D_prev, np.int64(0), m,
+                   W.dtype.type(0))
 
 
 #: Parts of the minibatch :func:`backward_columns` shares out (at most; whole blocks
@@ -391,7 +394,7 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
             sgd_range(flat(W), flat(VW), flat(gW), j0 * n_in,
                       min(j0 + GRADIENT_ROWS, n_out) * n_in, lr, momentum, decay)
     if mode != GRADIENT:  # biases are not decayed; all in one pass (a few elements)
-        sgd_range(b, Vb, gb, 0, n_out, lr, momentum, zero)
+        sgd_range(b, Vb, gb, np.int64(0), n_out, lr, momentum, zero)
 
 
 gradient_step_narrow = njit(**NOALIAS)(_named(_gradient_step, "_narrow"))

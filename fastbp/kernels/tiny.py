@@ -161,7 +161,7 @@ def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cos
                 xt[_u(k * batch + s)] = X[r, k]
         # feedforward; wo, ao end past the output layer's W, b and workspace block
         wo = 0
-        ao = 0
+        ao = np.int64(0)  # not a literal: a literal 0 compiled activate_range again
         for l in range(L):
             n_in, n_out = sizes[l], sizes[l + 1]
             bo = wo + n_out * n_in
