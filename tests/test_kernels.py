@@ -452,7 +452,7 @@ def test_forward_narrow(act, dtype, m, n_out, n_in, rng):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("act", ["sigmoid", "relu", "identity"])
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu", "identity"])
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 10, 17, 70])
 @pytest.mark.parametrize("n_out", [1, 6, 16])
 @pytest.mark.parametrize("n_in", NARROW_INPUTS)
@@ -686,6 +686,9 @@ def _rounded(value, dtype):
 
 
 def _fma_exact(a, b, c, dtype):
+    if not np.isfinite([a, b, c]).all():  # inf or NaN, however a·b is rounded
+        with np.errstate(invalid="ignore"):
+            return np.dtype(dtype).type(float(a) * float(b) + float(c))
     return _rounded(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c)), dtype)
 
 
@@ -816,25 +819,43 @@ def test_forward_sums_run_in_the_documented_order(dtype, kernel):
     assert np.array_equal(Z, expected)
 
 
+@pytest.mark.parametrize("act", ["identity", "sigmoid", "tanh", "relu"])
 @pytest.mark.parametrize("kernel", ["blocked", "narrow", "columns"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_bp2_sums_run_in_the_documented_order(dtype, kernel):
+def test_bp2_sums_run_in_the_documented_order(dtype, kernel, act):
     """δ^{l-1}_sk bit for bit as documented: Σ_j w_jk δ_sj from 0 in ascending order of j,
-    one fma per term, then times σ' (identity: 1)."""
+    one fma per term, then times σ'(z, a) as the reference writes it (identity 1 + 0 z,
+    so that z = NaN or ±inf gives NaN, as the kernels' σ' does): every bit of every value
+    but NaN's payload, over z = ±0, ±inf and NaN and sums that are infinite (ReLU's
+    inf · 0 is NaN) or NaN. 16 + 23 columns: the narrow kernels' 16-lane and 32-lane
+    blocks, ten examples: groups of eight and of four."""
     rng = np.random.default_rng(6)
-    n_out, n_in, m = 7, 11, 6
+    n_out, n_in, m = 7, 39, 10
     W = rng.normal(size=(n_out, n_in)).astype(dtype)
     D = rng.normal(size=(m, n_out)).astype(dtype)
+    D[1, 2], D[4, 0], D[7, 6] = np.inf, -np.inf, np.nan
     Z_prev = rng.normal(size=(m, n_in)).astype(dtype)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype)
+    Z_prev.flat[rng.choice(Z_prev.size, 40, replace=False)] = np.resize(special, 40)
+    A_prev = R.ACTIVATIONS[act](Z_prev).astype(dtype)
     D_prev = np.empty((m, n_in), dtype)
     bwd = {"blocked": K.backward_ser, "narrow": K.backward_narrow,
            "columns": K.backward_columns}[kernel]
-    bwd(D, W, Z_prev, Z_prev.copy(), K.IDENTITY, m, D_prev)
-    expected = np.empty_like(D_prev)
+    bwd(D, W, Z_prev, A_prev, K.ACTIVATION_CODES[act], m, D_prev)
+    sums = np.empty_like(D_prev)
     for s in range(m):
         for k in range(n_in):
-            expected[s, k] = _fma_chain(W[:, k], D[s], np.dtype(dtype).type(0), dtype)
-    assert np.array_equal(D_prev, expected)
+            sums[s, k] = _fma_chain(W[:, k], D[s], np.dtype(dtype).type(0), dtype)
+    one = np.dtype(dtype).type(1)
+    with np.errstate(invalid="ignore"):
+        slope = (one + 0 * Z_prev if act == "identity"
+                 else R.DERIVATIVES[act](Z_prev, A_prev).astype(dtype))
+        expected = sums * slope
+    assert slope.dtype == dtype and np.isnan(expected).any() and np.isinf(expected).any()
+    nan = np.isnan(expected)
+    assert np.array_equal(np.isnan(D_prev), nan)
+    assert np.array_equal(D_prev[~nan].view(f"u{D_prev.itemsize}"),
+                          expected[~nan].view(f"u{D_prev.itemsize}"))
 
 
 @pytest.mark.parametrize("kernel", ["narrow", "columns"])

@@ -9,9 +9,10 @@ elements in and out of such fixed-width rows is here:
 
 - :func:`scratch`: a fixed-size array on the stack (no allocation, no reference count),
   which LLVM keeps in registers where it can.
-- :func:`load_prefix` / :func:`store_prefix`: copy the first ``n`` elements of a row
-  with one masked vector load or store (the lanes past ``n`` are zero in a loaded row
-  and untouched in a stored one), so no element beyond a row is read or written.
+- :func:`load_prefix` / :func:`store_prefix_derivative`: copy the first ``n`` elements
+  of a row with one masked vector load or store (the lanes past ``n`` are zero in a
+  loaded row and untouched in a stored one), so no element beyond a row is read or
+  written; the store can multiply the row by σ'(z) on the way.
 - :func:`row_fill`, :func:`row_copy`, :func:`rows_fma`, :func:`rows_fma_broadcast`,
   :func:`rows_fma_outer` and :func:`rows_sum16_store`: rows of sums in such an array,
   set, added to by vector fused multiply-adds and summed across their lanes in a fixed
@@ -32,6 +33,8 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.core.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
+
+from .codes import RELU, SIGMOID, TANH
 
 #: Widest row (elements) the narrow kernels take.
 WIDTH = 32
@@ -184,11 +187,6 @@ def _load_row(context, builder, sig, args, to, frm, mask, vty, align):
     builder.store(vec, to, align=align)
 
 
-def _store_row(context, builder, sig, args, to, frm, mask, vty, align):
-    vec = builder.load(frm, align=align)
-    _masked_call(builder, "store", ir.VoidType(), [vec, to, ir.IntType(32)(align), mask])
-
-
 @intrinsic
 def load_prefix(typingctx, dst, dst_off, src, src_off, n, width):
     """``dst[dst_off:dst_off + width] = src[src_off:src_off + n]`` followed by zeros,
@@ -198,11 +196,81 @@ def load_prefix(typingctx, dst, dst_off, src, src_off, n, width):
 
 
 @intrinsic
-def store_prefix(typingctx, dst, dst_off, src, src_off, n, width):
-    """``dst[dst_off:dst_off + n] = src[src_off:src_off + n]`` with one masked store of
-    ``width`` lanes, writing no element of ``dst`` past the n-th (0 <= n <= width)."""
-    codegen = _prefix_copy("store_prefix", dst, src, width, _store_row)
-    return codegen and (types.none(dst, dst_off, src, src_off, n, width), codegen)
+def store_prefix_derivative(typingctx, dst, dst_off, src, src_off, n, width, act, z, a):
+    """``dst[o:o + n] = src[src_off:src_off + n] * σ'(z[o:o + n], a[o:o + n])`` (o:
+    ``dst_off``; ``act`` an activation code, a = σ(z)): one masked load of z or a, σ'
+    and the product in ``width`` lanes, one masked store; no element of any array past
+    the n-th read or written; with ``act`` None, the row as it is. A code known at
+    run time only branches to its activation's σ' (every row stored with its own
+    branch: compiling one row of stores per activation and choosing among them once
+    took 4 s longer).
+
+    σ' is :func:`fastbp.kernels.layers.derivative`'s, operation for operation (sigmoid
+    a (1 - a), tanh 1 - a a, ReLU 1 where z > 0 else 0, any other code 1 + 0 z), and
+    the product the same as its ``d *= σ'``: bit for bit the separate pass it replaces,
+    which read and wrote every row of δ^{l-1} again."""
+    for arr in (z, a):
+        _contiguous_1d(arr, "store_prefix_derivative")
+        if arr.dtype != getattr(dst, "dtype", None):
+            raise TypingError("store_prefix_derivative: dst, z and a must have one dtype")
+    if isinstance(act, types.NoneType):
+        code = None
+    elif isinstance(act, types.Integer):
+        code = getattr(act, "literal_value", "run time")
+    else:
+        raise TypingError(f"store_prefix_derivative: act must be an int or None, got {act}")
+
+    def emit(context, builder, sig, args, to, frm, mask, vty, align):
+        row = builder.load(frm, align=align)
+        if code is not None:
+            zeros = ir.Constant(vty, [ir.Constant(vty.element, 0.0)] * vty.count)
+            one = ir.Constant(vty, [ir.Constant(vty.element, 1.0)] * vty.count)
+
+            def lanes(i):  # z's or a's row at dst_off
+                p = _vptr(context, builder, sig.args[i], args[i], args[1], sig.args[1], vty)
+                return _masked_call(builder, "load", vty, [p, ir.IntType(32)(align), mask,
+                                                           zeros])
+
+            def slope_of(c):
+                if c == SIGMOID:
+                    av = lanes(8)
+                    return builder.fmul(av, builder.fsub(one, av))
+                if c == TANH:
+                    av = lanes(8)
+                    return builder.fsub(one, builder.fmul(av, av))
+                if c == RELU:
+                    return builder.select(builder.fcmp_ordered(">", lanes(7), zeros), one,
+                                          zeros)
+                return builder.fadd(one, builder.fmul(zeros, lanes(7)))
+
+            if code != "run time":
+                slope = slope_of(code)
+            else:  # one branch per activation, chosen at run time
+                i64 = ir.IntType(64)
+                act_v = context.cast(builder, args[6], sig.args[6], types.int64)
+                done = builder.append_basic_block("slope.done")
+                other = builder.append_basic_block("slope.other")
+                switch = builder.switch(act_v, other)
+                incoming = []
+                for c in (SIGMOID, TANH, RELU):
+                    bb = builder.append_basic_block(f"slope.{c}")
+                    switch.add_case(i64(c), bb)
+                    builder.position_at_end(bb)
+                    incoming.append((slope_of(c), builder.block))
+                    builder.branch(done)
+                builder.position_at_end(other)
+                incoming.append((slope_of(None), builder.block))
+                builder.branch(done)
+                builder.position_at_end(done)
+                slope = builder.phi(vty)
+                for v, bb in incoming:
+                    slope.add_incoming(v, bb)
+            row = builder.fmul(row, slope)
+        _masked_call(builder, "store", ir.VoidType(),
+                     [row, to, ir.IntType(32)(align), mask])
+
+    codegen = _prefix_copy("store_prefix_derivative", dst, src, width, emit)
+    return codegen and (types.none(dst, dst_off, src, src_off, n, width, act, z, a), codegen)
 
 
 @intrinsic

@@ -56,10 +56,10 @@ from .lanes import (
     rows_fma,
     rows_fma_broadcast,
     scratch,
-    store_prefix,
+    store_prefix_derivative,
     vector_lanes,
 )
-from .layers import derivative_scale, sgd_range
+from .layers import sgd_range
 from .views import flat, mat
 
 #: Elements of the rows of sums: up to eight rows (a compile-time size: ``scratch``
@@ -126,68 +126,72 @@ def _backward_sums(D, W, tail, inside, k0, n, s0, s1, s2, s3, acc, w, R, zero):
 
 
 @njit(inline="always", **SERIAL)
-def _store_rows(d, off, stride, s0, s1, s2, s3, acc, n, w, R):
+def _store_rows(d, off, stride, s0, s1, s2, s3, acc, n, w, R, act, z, a):
     """The first R rows of ``acc`` (:func:`_add_row`'s examples s) stored, n elements
-    each, at d[s stride + off]. Written out, not a loop: a row of the sums picked by a
+    each, at d[s stride + off], times σ'(z, a) at the same places unless ``act`` (an
+    activation code) is None. Written out, not a loop: a row of the sums picked by a
     run-time index keeps them out of registers (as a loop: gradient step 0.61-0.76x)."""
-    store_prefix(d, s0 * stride + off, acc, 0, n, w)
+    store_prefix_derivative(d, s0 * stride + off, acc, 0, n, w, act, z, a)
     if R == 8:
-        store_prefix(d, (s0 + 1) * stride + off, acc, WIDTH, n, w)
-        store_prefix(d, (s0 + 2) * stride + off, acc, 2 * WIDTH, n, w)
-        store_prefix(d, (s0 + 3) * stride + off, acc, 3 * WIDTH, n, w)
-        store_prefix(d, (s0 + 4) * stride + off, acc, 4 * WIDTH, n, w)
-        store_prefix(d, (s0 + 5) * stride + off, acc, 5 * WIDTH, n, w)
-        store_prefix(d, (s0 + 6) * stride + off, acc, 6 * WIDTH, n, w)
-        store_prefix(d, (s0 + 7) * stride + off, acc, 7 * WIDTH, n, w)
+        store_prefix_derivative(d, (s0 + 1) * stride + off, acc, WIDTH, n, w, act, z, a)
+        store_prefix_derivative(d, (s0 + 2) * stride + off, acc, 2 * WIDTH, n, w, act, z, a)
+        store_prefix_derivative(d, (s0 + 3) * stride + off, acc, 3 * WIDTH, n, w, act, z, a)
+        store_prefix_derivative(d, (s0 + 4) * stride + off, acc, 4 * WIDTH, n, w, act, z, a)
+        store_prefix_derivative(d, (s0 + 5) * stride + off, acc, 5 * WIDTH, n, w, act, z, a)
+        store_prefix_derivative(d, (s0 + 6) * stride + off, acc, 6 * WIDTH, n, w, act, z, a)
+        store_prefix_derivative(d, (s0 + 7) * stride + off, acc, 7 * WIDTH, n, w, act, z, a)
     else:
-        store_prefix(d, s1 * stride + off, acc, WIDTH, n, w)
-        store_prefix(d, s2 * stride + off, acc, 2 * WIDTH, n, w)
-        store_prefix(d, s3 * stride + off, acc, 3 * WIDTH, n, w)
+        store_prefix_derivative(d, s1 * stride + off, acc, WIDTH, n, w, act, z, a)
+        store_prefix_derivative(d, s2 * stride + off, acc, 2 * WIDTH, n, w, act, z, a)
+        store_prefix_derivative(d, s3 * stride + off, acc, 3 * WIDTH, n, w, act, z, a)
 
 
 @njit(inline="always", **SERIAL)
-def _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, acc, w, zero):
+def _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, Z_prev, A_prev, act_prev,
+                      acc, w, zero):
     """Columns k0 .. k0 + w - 1 (those < n_{l-1}) of the rows s_lo <= s < s_hi of
-    δ^{l-1} (before σ'; s_lo a multiple of 4, m the minibatch), summed over all j in
-    rows of ``acc``: eight vector registers of sums at a time, so eight examples where
-    the block is one register (16 float32 columns; as four: 0.76-0.95x), else four (the
-    last block's missing examples repeating its last one)."""
+    δ^{l-1} (s_lo a multiple of 4, m the minibatch), summed over all j in rows of
+    ``acc`` and stored times σ': eight vector registers of sums at a time, so eight
+    examples where the block is one register (16 float32 columns; as four: 0.76-0.95x),
+    else four (the last block's missing examples repeating its last one)."""
     n_out, n_in = W.shape
     n = min(w, n_in - k0)
     inside = _rows_inside(n_out, n_in, k0, w)
-    d_flat = flat(D_prev)
+    d_flat, z_flat, a_flat = flat(D_prev), flat(Z_prev), flat(A_prev)
     s_4 = s_lo
     if w == vector_lanes(zero):
         s_4 += (s_hi - s_lo) // 8 * 8
     for s0 in range(s_lo, s_4, 8):
         _backward_sums(D, W, tail, inside, k0, n, s0, s0, s0, s0, acc, w, 8, zero)
-        _store_rows(d_flat, k0, n_in, s0, s0, s0, s0, acc, n, w, 8)
+        _store_rows(d_flat, k0, n_in, s0, s0, s0, s0, acc, n, w, 8, act_prev, z_flat,
+                    a_flat)
     for s0 in range(s_4, s_hi, 4):
         # the last block's missing examples repeat its last one (same sums, same stores)
         s1 = min(s0 + 1, m - 1)
         s2 = min(s0 + 2, m - 1)
         s3 = min(s0 + 3, m - 1)
         _backward_sums(D, W, tail, inside, k0, n, s0, s1, s2, s3, acc, w, 4, zero)
-        _store_rows(d_flat, k0, n_in, s0, s1, s2, s3, acc, n, w, 4)
+        _store_rows(d_flat, k0, n_in, s0, s1, s2, s3, acc, n, w, 4, act_prev, z_flat,
+                    a_flat)
 
 
 @njit(**NOALIAS)
 def _backward_rows(D, W, Z_prev, A_prev, act_prev, m, D_prev, s_lo, s_hi, zero):
     """The rows s_lo <= s < s_hi of δ^{l-1} (s_lo a multiple of 4; m the minibatch),
-    block of columns by block of columns (:func:`_columns`), then scaled by σ' while
-    they are in cache: :func:`backward_narrow`'s work, or a thread's share of
-    :func:`backward_columns`. Compiled once, not inlined, as :func:`_gradient_columns`."""
+    block of columns by block of columns (:func:`_columns`), each stored times σ':
+    :func:`backward_narrow`'s work, or a thread's share of :func:`backward_columns`.
+    Compiled once, not inlined, as :func:`_gradient_columns`."""
     n_in = W.shape[1]
     acc = scratch(SUMS, zero)
     tail = scratch(WIDTH, zero)
     step = _columns(W)
     for k0 in range(0, n_in, step):
         if n_in - k0 <= 16 or step == 16:
-            _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, acc, 16, zero)
+            _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, Z_prev, A_prev,
+                              act_prev, acc, 16, zero)
         else:
-            _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, acc, WIDTH, zero)
-    derivative_scale(act_prev, flat(D_prev), flat(Z_prev), flat(A_prev), s_lo * n_in,
-                     s_hi * n_in)
+            _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, Z_prev, A_prev,
+                              act_prev, acc, WIDTH, zero)
 
 
 @njit(**NOALIAS)
@@ -197,8 +201,9 @@ def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     128 bytes of columns k at a time (:func:`_columns`; a last 16 or fewer as one
     16-lane block), four examples at a time (eight in a float32 block of 16 columns, one
     register): their rows of δ^{l-1} are summed in registers over all j (one row of W
-    loaded per j, a multiply-add per row with δ^l_sj broadcast) and stored; then all m
-    rows are scaled by σ'. Same arguments as
+    loaded per j, a multiply-add per row with δ^l_sj broadcast) and stored times σ'
+    (:func:`~fastbp.kernels.lanes.store_prefix_derivative`; a pass of its own over
+    δ^{l-1} had taken 20-25% of the kernel). Same arguments as
     :func:`fastbp.kernels.blocked.backward_ser`.
     """
     # the first row as an int64, not the literal 0: one compiled _backward_rows, as for
@@ -251,7 +256,7 @@ def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w, zero):
         for k in range(n_in):
             rows_fma(acc, WIDTH, wt_flat, k * w,
                      (A_prev[q0, k], A_prev[q1, k], A_prev[q2, k], A_prev[q3, k]), w)
-        _store_rows(z_flat, 0, n_out, s0, s1, s2, s3, acc, n_out, w, 4)
+        _store_rows(z_flat, 0, n_out, s0, s1, s2, s3, acc, n_out, w, 4, None, z_flat, z_flat)
 
 
 @njit(**NOALIAS)
