@@ -533,12 +533,13 @@ def rows_sum16_store(typingctx, acc, dst, dst_off, stride, n_rows, bias, bias_of
 
 
 @intrinsic
-def rows_fma_broadcast(typingctx, acc, src, src_off, coefs, coef_off, n_rows):
+def rows_fma_broadcast(typingctx, acc, src, src_off, coefs, coef_off, n_rows, sums):
     """``acc[r L:(r + 1) L] = fma(coefs[coef_off + r], src[src_off:src_off + L], ...)``
     for r < R (``n_rows``, a literal up to 16; L one register's lanes), and the
-    coefficients themselves added lane by lane to their own sums, the R' (R rounded up
-    to whole registers) lanes from ``acc[R L]``: ``acc[R L + i] += coefs[coef_off + i]``.
-    So R' coefficients are read, all but R of them only into those sums.
+    coefficients themselves added lane by lane to their own sums when ``sums`` is true,
+    the R' (R rounded up to whole registers) lanes from ``acc[R L]``:
+    ``acc[R L + i] += coefs[coef_off + i]``. So R' coefficients are read, all but R of
+    them only into those sums.
 
     One load of the source row and R vector fused multiply-adds, each with its
     coefficient loaded and broadcast from memory (on AVX-512 the fma's own broadcast
@@ -573,14 +574,15 @@ def rows_fma_broadcast(typingctx, acc, src, src_off, coefs, coef_off, n_rows):
             builder.store(builder.call(fma_fn, [_splat(builder, c, vty), q, old]), p,
                           align=align)
         # whole registers: a vector of 12 lanes, say, is taken apart lane by lane
-        for i in range(0, R, w):
-            p = acc_ptr(R * w + i)
-            c = builder.load(builder.bitcast(cgutils.gep(builder, coef_ptr, i),
-                                             vty.as_pointer()), align=align)
-            builder.store(builder.fadd(builder.load(p, align=align), c), p, align=align)
+        with builder.if_then(context.cast(builder, args[6], sig.args[6], types.boolean)):
+            for i in range(0, R, w):
+                p = acc_ptr(R * w + i)
+                c = builder.load(builder.bitcast(cgutils.gep(builder, coef_ptr, i),
+                                                 vty.as_pointer()), align=align)
+                builder.store(builder.fadd(builder.load(p, align=align), c), p, align=align)
         return context.get_dummy_value()
 
-    return types.none(acc, src, src_off, coefs, coef_off, n_rows), codegen
+    return types.none(acc, src, src_off, coefs, coef_off, n_rows, sums), codegen
 
 
 @intrinsic

@@ -323,7 +323,9 @@ def _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale, acc
         r = rows[s]
         src, src_off = _readable(a_flat, r * n_in + k0, r < inside, tail, n, 0)
         coefs, coef_off = _readable(d_flat, s * n_out + j0, s < d_inside, dtail, used, 16)
-        rows_fma_broadcast(acc, src, src_off, coefs, coef_off, R)
+        # the sums of δ in the first block of columns only (the branch is the same for
+        # every example)
+        rows_fma_broadcast(acc, src, src_off, coefs, coef_off, R, k0 == 0)
     rows_axpy_prefix(flat(C), j0 * n_in + k0, n_in, used, n, acc, coef, add, R)
     if k0 == 0:  # every block of columns has the same sums of δ
         axpy_prefix(gb, j0, acc, R * L, used, scale, False, 16)
