@@ -200,10 +200,10 @@ def store_prefix_derivative(typingctx, dst, dst_off, src, src_off, n, width, act
     """``dst[o:o + n] = src[src_off:src_off + n] * σ'(z[o:o + n], a[o:o + n])`` (o:
     ``dst_off``; ``act`` an activation code, a = σ(z)): one masked load of z or a, σ'
     and the product in ``width`` lanes, one masked store; no element of any array past
-    the n-th read or written; with ``act`` None, the row as it is. A code known at
-    run time only branches to its activation's σ' (every row stored with its own
-    branch: compiling one row of stores per activation and choosing among them once
-    took 4 s longer).
+    the n-th read or written; with ``act`` None, the row as it is. Each row branches
+    to its activation's σ' (rows of stores compiled once per activation, the choice
+    made once for a group of rows, took 4 s longer to compile and measured about as
+    fast).
 
     σ' is :func:`fastbp.kernels.layers.derivative`'s, operation for operation (sigmoid
     a (1 - a), tanh 1 - a a, ReLU 1 where z > 0 else 0, any other code 1 + 0 z), and
@@ -213,16 +213,12 @@ def store_prefix_derivative(typingctx, dst, dst_off, src, src_off, n, width, act
         _contiguous_1d(arr, "store_prefix_derivative")
         if arr.dtype != getattr(dst, "dtype", None):
             raise TypingError("store_prefix_derivative: dst, z and a must have one dtype")
-    if isinstance(act, types.NoneType):
-        code = None
-    elif isinstance(act, types.Integer):
-        code = getattr(act, "literal_value", "run time")
-    else:
+    if not isinstance(act, (types.NoneType, types.Integer)):
         raise TypingError(f"store_prefix_derivative: act must be an int or None, got {act}")
 
     def emit(context, builder, sig, args, to, frm, mask, vty, align):
         row = builder.load(frm, align=align)
-        if code is not None:
+        if not isinstance(sig.args[6], types.NoneType):
             zeros = ir.Constant(vty, [ir.Constant(vty.element, 0.0)] * vty.count)
             one = ir.Constant(vty, [ir.Constant(vty.element, 1.0)] * vty.count)
 
@@ -243,28 +239,25 @@ def store_prefix_derivative(typingctx, dst, dst_off, src, src_off, n, width, act
                                           zeros)
                 return builder.fadd(one, builder.fmul(zeros, lanes(7)))
 
-            if code != "run time":
-                slope = slope_of(code)
-            else:  # one branch per activation, chosen at run time
-                i64 = ir.IntType(64)
-                act_v = context.cast(builder, args[6], sig.args[6], types.int64)
-                done = builder.append_basic_block("slope.done")
-                other = builder.append_basic_block("slope.other")
-                switch = builder.switch(act_v, other)
-                incoming = []
-                for c in (SIGMOID, TANH, RELU):
-                    bb = builder.append_basic_block(f"slope.{c}")
-                    switch.add_case(i64(c), bb)
-                    builder.position_at_end(bb)
-                    incoming.append((slope_of(c), builder.block))
-                    builder.branch(done)
-                builder.position_at_end(other)
-                incoming.append((slope_of(None), builder.block))
+            # one branch per activation
+            act_v = context.cast(builder, args[6], sig.args[6], types.int64)
+            done = builder.append_basic_block("slope.done")
+            other = builder.append_basic_block("slope.other")
+            switch = builder.switch(act_v, other)
+            incoming = []
+            for c in (SIGMOID, TANH, RELU):
+                bb = builder.append_basic_block(f"slope.{c}")
+                switch.add_case(ir.IntType(64)(c), bb)
+                builder.position_at_end(bb)
+                incoming.append((slope_of(c), builder.block))
                 builder.branch(done)
-                builder.position_at_end(done)
-                slope = builder.phi(vty)
-                for v, bb in incoming:
-                    slope.add_incoming(v, bb)
+            builder.position_at_end(other)
+            incoming.append((slope_of(None), builder.block))
+            builder.branch(done)
+            builder.position_at_end(done)
+            slope = builder.phi(vty)
+            for v, bb in incoming:
+                slope.add_incoming(v, bb)
             row = builder.fmul(row, slope)
         _masked_call(builder, "store", ir.VoidType(),
                      [row, to, ir.IntType(32)(align), mask])
