@@ -1,5 +1,5 @@
 """Numba's on-disk kernel cache: FASTBP_CACHE=0 turns it off, and with it on, saves are
-serialised across processes.
+serialised across processes; and a first fit compiles each kernel once.
 
 Numba writes a cache entry by reading the index, picking the first free data-file number
 and writing both back, with no lock; two processes saving different signatures at once
@@ -148,3 +148,42 @@ def test_every_kernel_training_runs_can_be_cached(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip() == "ok"
+
+
+SIGNATURES = textwrap.dedent(
+    """
+    import numpy as np
+    import fastbp
+    import fastbp.kernels as K
+
+    rng = np.random.default_rng(0)
+    X = rng.random((37, 8))
+    net = fastbp.Network([8, 16, 4], hidden="relu", output="softmax",
+                         cost="cross_entropy", dtype="float64", seed=0)
+    net.fit(X, rng.integers(0, 4, 37), epochs=1, batch_size=32, lr=0.1, progress=False)
+    small = fastbp.Network([4, 4, 4, 1], hidden="sigmoid", output="identity", seed=0)
+    small.fit(X[:, :4], rng.random((37, 1)), epochs=1, batch_size=4, lr=0.1,
+              progress=False)
+    seen = set()
+    for m in (K.layers, K.blocked, K.narrow, K.flat, K.tiny):
+        for name in dir(m):
+            kernel = getattr(m, name)
+            if getattr(kernel, "signatures", None) and id(kernel) not in seen:
+                seen.add(id(kernel))
+                print(m.__name__, name, len(kernel.signatures))
+    """
+)
+
+
+def test_each_kernel_is_compiled_once_per_signature():
+    """A first fit through the layer kernels and the tiny path, all in float64, compiles
+    every kernel it uses once: none is called with a literal argument in one place and
+    a variable in another (Numba compiles ``Literal[int](0)`` as a signature of its own
+    beside the int64 one: four such kernels had cost 2-3 s of a cold first fit)."""
+    probe = subprocess.run(
+        [sys.executable, "-c", SIGNATURES], env=dict(os.environ, FASTBP_CACHE="0"),
+        capture_output=True, text=True, check=True, timeout=900,
+    )
+    rows = [line.split() for line in probe.stdout.splitlines()]
+    assert len(rows) >= 20  # the kernels were compiled in this process, not loaded
+    assert [r for r in rows if r[2] != "1"] == []
