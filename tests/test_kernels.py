@@ -483,7 +483,7 @@ def test_backward_narrow(kernel, act, dtype, m, n_out, n_in, rng):
 @pytest.mark.parametrize("momentum,decay,apply", [
     (0.0, 0.0, False), (0.0, 0.0, True), (0.5, 0.01, True),
 ])
-@pytest.mark.parametrize("n_out", [1, 6, 10, 16, 21, 29])
+@pytest.mark.parametrize("n_out", [1, 6, 10, 12, 16, 21, 29])
 @pytest.mark.parametrize("n_in", NARROW_INPUTS)
 @pytest.mark.parametrize("kernel", ["narrow", "columns"])
 def test_gradient_step_narrow(kernel, momentum, decay, apply, m, n_out, n_in, dtype, rng):
@@ -860,15 +860,16 @@ def test_bp2_sums_run_in_the_documented_order(dtype, kernel, act):
 
 @pytest.mark.parametrize("kernel", ["narrow", "columns"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_bp3_sums_run_in_the_documented_order(dtype, kernel):
+@pytest.mark.parametrize("n_out", [21, 26])
+def test_bp3_sums_run_in_the_documented_order(n_out, dtype, kernel):
     """The narrow gradient step's ∂C/∂w_jk and ∂C/∂b_j (serial and parallel builds) bit
     for bit as documented:
     Σ_s δ_sj a_{rows[s],k} from 0 in ascending order of s, one fma per term, then times
     scale; Σ_s δ_sj likewise by addition, then times scale. 21 rows: a block of 16 and
-    one of 8 rows (3 of them past the layer); 19 columns: one or two blocks of a
-    register's lanes, the last partial."""
+    one of 8 rows (3 of them past the layer); 26 rows: 16 and 10; 19 columns: one or two
+    blocks of a register's lanes, the last partial."""
     rng = np.random.default_rng(7)
-    n_out, n_in, m = 21, 19, 7
+    n_in, m = 19, 7
     real = np.dtype(dtype).type
     D = rng.normal(size=(m, n_out)).astype(dtype)
     src = rng.normal(size=(m + 2, n_in)).astype(dtype)
