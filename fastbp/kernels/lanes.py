@@ -89,6 +89,23 @@ def vector_lanes(typingctx, zero):
 
 
 @intrinsic
+def register_lanes(typingctx, zero, registers):
+    """Elements of ``zero``'s float type in ``registers`` (a literal) 64-byte vector
+    registers, as a literal: a row width for the other intrinsics chosen by the dtype
+    (one register: 16 float32, 8 float64)."""
+    if not isinstance(registers, types.IntegerLiteral):
+        return None
+    if not isinstance(zero, types.Float):
+        raise TypingError(f"register_lanes: expected a float, got {zero}")
+    lanes = _register_lanes(zero) * registers.literal_value
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, lanes)
+
+    return types.literal(lanes)(zero, registers), codegen
+
+
+@intrinsic
 def scratch(typingctx, size, zero):
     """An uninitialised 1-D array of ``size`` (a literal) elements of ``zero``'s type on
     the calling function's stack: valid until that function returns."""

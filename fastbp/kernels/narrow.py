@@ -5,8 +5,8 @@ Each of the three sums ends in rows, or blocks of rows, of a few vectors:
 - forward (n_l <= 16, n_{l-1} <= 32): the row of z^l of example s,
   b^l + Σ_k a^{l-1}_sk w^l_·k (a sum over the layer's inputs k of the columns of W,
   first copied to the stack as the rows of W^T);
-- BP2: a block of 128 bytes of columns (32 float32, 16 float64) of the row of δ^{l-1}
-  of example s, Σ_j δ^l_sj w^l_j·  (a sum over the layer's j);
+- BP2: a block of 128 bytes of columns (32 float32, 16 float64; the last block one
+  register, 64 bytes, where its columns fit) of the row of δ^{l-1} of example s, Σ_j δ^l_sj w^l_j·  (a sum over the layer's j);
 - BP3: one register of columns (16 float32, 8 float64) of the row j of ∂C/∂W,
   Σ_s δ^l_sj a^{l-1}_s·  (a sum over the minibatch's s).
 
@@ -50,6 +50,7 @@ from .lanes import (
     WIDTH,
     axpy_prefix,
     load_prefix,
+    register_lanes,
     row_copy,
     row_fill,
     rows_axpy_prefix,
@@ -86,15 +87,6 @@ def _rows_inside(n_rows, n_in, k0, w):
         over -= n_in
         short += 1
     return max(n_rows - short, 0)
-
-
-@njit(inline="always", **SERIAL)
-def _columns(a):
-    """Columns per block of BP2's sums: 128 bytes, 32 float32 or 16 float64, so that the
-    four rows of sums take 8 vector registers (measured on the gradient step's former
-    four-row blocks: the 30-wide float64 step in blocks of 32 columns, 16 registers, ran
-    1.1x the blocked kernel; in blocks of 16, 1.4-1.6x)."""
-    return WIDTH if a.itemsize == 4 else 16
 
 
 @njit(inline="always", **SERIAL)
@@ -152,8 +144,9 @@ def _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, Z_prev, A_prev, act
     """Columns k0 .. k0 + w - 1 (those < n_{l-1}) of the rows s_lo <= s < s_hi of
     δ^{l-1} (s_lo a multiple of 4, m the minibatch), summed over all j in rows of
     ``acc`` and stored times σ': eight vector registers of sums at a time, so eight
-    examples where the block is one register (16 float32 columns; as four: 0.76-0.95x),
-    else four (the last block's missing examples repeating its last one)."""
+    examples where the block is one register (16 float32 or 8 float64 columns; float32
+    as four: 0.76-0.95x), else four (the last block's missing examples repeating its
+    last one)."""
     n_out, n_in = W.shape
     n = min(w, n_in - k0)
     inside = _rows_inside(n_out, n_in, k0, w)
@@ -178,30 +171,36 @@ def _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, Z_prev, A_prev, act
 @njit(**NOALIAS)
 def _backward_rows(D, W, Z_prev, A_prev, act_prev, m, D_prev, s_lo, s_hi, zero):
     """The rows s_lo <= s < s_hi of δ^{l-1} (s_lo a multiple of 4; m the minibatch),
-    block of columns by block of columns (:func:`_columns`), each stored times σ':
+    block of columns by block of columns, each stored times σ':
     :func:`backward_narrow`'s work, or a thread's share of :func:`backward_columns`.
     Compiled once, not inlined, as :func:`_gradient_columns`."""
     n_in = W.shape[1]
     acc = scratch(SUMS, zero)
     tail = scratch(WIDTH, zero)
-    step = _columns(W)
-    for k0 in range(0, n_in, step):
-        if n_in - k0 <= 16 or step == 16:
+    # blocks of two registers (128 bytes: 32 float32 or 16 float64 columns, so that four
+    # rows of sums take 8 registers; the 30-wide float64 gradient step's former four-row
+    # blocks ran 1.1x the blocked kernel in 32 columns, 1.4-1.6x in 16), the last block
+    # one register where its columns fit in one (eight examples at a time)
+    one = register_lanes(zero, 1)
+    two = register_lanes(zero, 2)
+    for k0 in range(0, n_in, two):
+        if n_in - k0 <= one:
             _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, Z_prev, A_prev,
-                              act_prev, acc, 16, zero)
+                              act_prev, acc, one, zero)
         else:
             _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, Z_prev, A_prev,
-                              act_prev, acc, WIDTH, zero)
+                              act_prev, acc, two, zero)
 
 
 @njit(**NOALIAS)
 def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     """BP2, δ^{l-1}_sk = (Σ_j w^l_jk δ^l_sj) σ'(z^{l-1}_sk).
 
-    128 bytes of columns k at a time (:func:`_columns`; a last 16 or fewer as one
-    16-lane block), four examples at a time (eight in a float32 block of 16 columns, one
-    register): their rows of δ^{l-1} are summed in registers over all j (one row of W
-    loaded per j, a multiply-add per row with δ^l_sj broadcast) and stored times σ'
+    128 bytes of columns k at a time (32 float32, 16 float64; a last one register's or
+    fewer, 16 float32 or 8 float64, as a block of one register), four examples at a
+    time (eight in a block of one register): their rows of δ^{l-1} are summed in
+    registers over all j (one row of W loaded per j, a multiply-add per row with
+    δ^l_sj broadcast) and stored times σ'
     (:func:`~fastbp.kernels.lanes.store_prefix_derivative`; a pass of its own over
     δ^{l-1} had taken 20-25% of the kernel). Same arguments as
     :func:`fastbp.kernels.blocked.backward_ser`.
