@@ -614,11 +614,15 @@ def output_delta_cost(A, Z, Y, rows, act, cost, m, D, costs):
                 if Z[s, j] > zmax:
                     zmax = Z[s, j]
             if cost == CROSS_ENTROPY:
+                # the exponentials first, into D's row (a loop that vectorises), then
+                # their sum in order
+                for j in range(n_out):
+                    D[s, j] = exp(Z[s, j] - zmax)
                 ysum = ZERO * A[s, 0]
                 total = ZERO * zmax
                 for j in range(n_out):
                     ysum += y[j]
-                    total += exp(Z[s, j] - zmax)
+                    total += D[s, j]
                 lse = zmax + math.log(total)
                 for j in range(n_out):
                     D[s, j] = A[s, j] * ysum - y[j]

@@ -220,16 +220,20 @@ def derivative_scale(act, d, z, a, start, stop):
 
 @njit(inline="always", **SERIAL)
 def softmax_row(z, a, n):
-    """a_j = e^{z_j - max z} / Σ_i e^{z_i - max z} over the first ``n`` entries."""
+    """a_j = e^{z_j - max z} / Σ_i e^{z_i - max z} over the first ``n`` entries.
+
+    The exponentials are a loop of their own, which vectorises; summed in the same loop
+    (in order, as an in-order sum must be) they ran one lane at a time, 1.5-2.5x as
+    long over rows of 10 to 100."""
     zmax = z[0]
     for j in range(1, n):
         if z[j] > zmax:
             zmax = z[j]
+    for j in range(n):
+        a[j] = exp(z[j] - zmax)
     total = ZERO * zmax
     for j in range(n):
-        e = exp(z[j] - zmax)
-        a[j] = e
-        total += e
+        total += a[j]
     inv = ONE / total
     for j in range(n):
         a[j] *= inv
