@@ -29,7 +29,7 @@ from .layers import (
     derivative_scale,
     exp,
     sgd_range,
-    softmax_row,
+    softmax_rows,
 )
 from .lanes import (
     fma,
@@ -198,9 +198,10 @@ def _activate_rows(act, m, Z, A, n_out):
     elements per row would not. In parallel over the examples (in a parallel build)
     for softmax and from ``ACTIVATE_PAR_MIN`` activations.
     """
-    if act == SOFTMAX:
-        for s in prange(m):
-            softmax_row(Z[s], A[s], n_out)
+    if act == SOFTMAX:  # blocks of 16 rows, one call each
+        for sb in prange((m + 15) // 16):
+            s0 = 16 * np.int64(sb)
+            softmax_rows(Z, A, s0, min(s0 + 16, m), n_out)
     elif m * n_out >= ACTIVATE_PAR_MIN:
         for s in prange(m):
             activate_range(act, Z[s], A[s], np.int64(0), n_out)

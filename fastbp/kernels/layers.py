@@ -257,6 +257,16 @@ def softmax_row(z, a, n):
         a[j] *= inv
 
 
+@njit(**NOALIAS)
+def softmax_rows(Z, A, start, stop, n):
+    """:func:`softmax_row` over the rows ``start <= s < stop`` of Z into A: compiled once
+    per dtype, not inlined into each of the four forward kernels (inlined, its vectorised
+    loops added about 1.5 s to a cold first fit, for a 100 → 10 softmax layer's forward
+    pass 1.05-1.11x faster than with a call per block of 16 rows)."""
+    for s in range(start, stop):
+        softmax_row(Z[s], A[s], n)
+
+
 @njit(inline="always", **SERIAL)
 def sgd(w, v, g, lr, momentum):
     """One SGD step of a parameter w with gradient g (weight decay already in g).
