@@ -92,7 +92,9 @@ def vector_lanes(typingctx, zero):
 def register_lanes(typingctx, zero, registers):
     """Elements of ``zero``'s float type in ``registers`` (a literal) 64-byte vector
     registers, as a literal: a row width for the other intrinsics chosen by the dtype
-    (one register: 16 float32, 8 float64)."""
+    (one register: 16 float32, 8 float64). :func:`vector_lanes` gives one register's as
+    an ordinary integer, for arithmetic and for arguments of compiled functions (a
+    literal argument compiles a signature of its own)."""
     if not isinstance(registers, types.IntegerLiteral):
         return None
     if not isinstance(zero, types.Float):

@@ -33,8 +33,7 @@ def exp(x):
     and 0 and NaN stays NaN. Measured against ``np.exp``: within 1.0 ε in float64 and
     0.72 ε in float32 (with the Taylor polynomials of degree 12 and 7 it replaces, 1.42 ε
     and 0.64 ε, 1.05x and 1.06x as long in a sigmoid layer; tests/test_kernels.py checks
-    it). In Python (and for
-    types other than float32 and float64) it is ``math.exp``.
+    it). In Python (and for types other than float32 and float64) it is ``math.exp``.
     """
     return math.exp(x)
 

@@ -6,7 +6,8 @@ Each of the three sums ends in rows, or blocks of rows, of a few vectors:
   b^l + Σ_k a^{l-1}_sk w^l_·k (a sum over the layer's inputs k of the columns of W,
   first copied to the stack as the rows of W^T);
 - BP2: a block of 128 bytes of columns (32 float32, 16 float64; the last block one
-  register, 64 bytes, where its columns fit) of the row of δ^{l-1} of example s, Σ_j δ^l_sj w^l_j·  (a sum over the layer's j);
+  register, 64 bytes, where its columns fit) of the row of δ^{l-1} of example s,
+  Σ_j δ^l_sj w^l_j·  (a sum over the layer's j);
 - BP3: one register of columns (16 float32, 8 float64) of the row j of ∂C/∂W,
   Σ_s δ^l_sj a^{l-1}_s·  (a sum over the minibatch's s).
 
