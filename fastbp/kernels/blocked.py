@@ -29,6 +29,7 @@ from .layers import (
     derivative_scale,
     exp,
     sgd_range,
+    shifted_exps,
     softmax_rows,
 )
 from .lanes import (
@@ -610,21 +611,13 @@ def output_delta_cost(A, Z, Y, rows, act, cost, m, D, costs):
         y = Y[rows[s]]
         c = ZERO * A[s, 0]
         if act == SOFTMAX:
-            zmax = Z[s, 0]
-            for j in range(1, n_out):
-                if Z[s, j] > zmax:
-                    zmax = Z[s, j]
             if cost == CROSS_ENTROPY:
-                # the exponentials first, into D's row (a loop that vectorises), then
-                # their sum in order
-                for j in range(n_out):
-                    D[s, j] = exp(Z[s, j] - zmax)
+                # the exponentials pass through D's row, overwritten below
+                zmax, total = shifted_exps(Z[s], D[s], n_out)
+                lse = zmax + math.log(total)
                 ysum = ZERO * A[s, 0]
-                total = ZERO * zmax
                 for j in range(n_out):
                     ysum += y[j]
-                    total += D[s, j]
-                lse = zmax + math.log(total)
                 for j in range(n_out):
                     D[s, j] = A[s, j] * ysum - y[j]
                     c += y[j] * (lse - Z[s, j])

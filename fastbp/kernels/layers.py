@@ -236,8 +236,10 @@ def derivative_scale(act, d, z, a, start, stop):
 
 
 @njit(inline="always", **SERIAL)
-def softmax_row(z, a, n):
-    """a_j = e^{z_j - max z} / Σ_i e^{z_i - max z} over the first ``n`` entries.
+def shifted_exps(z, e, n):
+    """e_j = e^{z_j - max z} over the first ``n`` entries; returns (max z, Σ_j e_j), the
+    sum in order of j: softmax's numerators and denominator, and the cross-entropy
+    cost's log-sum-exp (max z + log Σ_j e_j).
 
     The exponentials are a loop of their own, which vectorises; summed in the same loop
     (in order, as an in-order sum must be) they ran one lane at a time, 1.5-2.5x as
@@ -247,11 +249,17 @@ def softmax_row(z, a, n):
         if z[j] > zmax:
             zmax = z[j]
     for j in range(n):
-        a[j] = exp(z[j] - zmax)
+        e[j] = exp(z[j] - zmax)
     total = ZERO * zmax
     for j in range(n):
-        total += a[j]
-    inv = ONE / total
+        total += e[j]
+    return zmax, total
+
+
+@njit(inline="always", **SERIAL)
+def softmax_row(z, a, n):
+    """a_j = e^{z_j - max z} / Σ_i e^{z_i - max z} over the first ``n`` entries."""
+    inv = ONE / shifted_exps(z, a, n)[1]
     for j in range(n):
         a[j] *= inv
 
