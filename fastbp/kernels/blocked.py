@@ -349,7 +349,7 @@ def _deltas4(D, s0, m, j, zero):
     return d0, d1, d2, d3
 
 
-@njit(inline="always", **SERIAL)
+@njit(**NOALIAS)
 def _gradient_rows4(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
     """Σ_s (coef δ_sj) a_{rows[s],k} into the four rows j0..j0+3 of gW (added to them
     when ``add``); returns the four sums Σ_s δ_sj (for BP3, the biases' gradient).
@@ -408,7 +408,7 @@ def _gradient_rows4(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
     return sb0, sb1, sb2, sb3
 
 
-@njit(inline="always", **SERIAL)
+@njit(**NOALIAS)
 def _gradient_rows2(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
     """:func:`_gradient_rows4` for the two rows j0, j0 + 1 (the last of a layer): per
     vector of k, four input rows and the two gradient rows loaded, eight multiply-adds."""
@@ -447,7 +447,7 @@ def _gradient_rows2(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
     return sb0, sb1
 
 
-@njit(inline="always", **SERIAL)
+@njit(**NOALIAS)
 def _gradient_row(D, A_prev, rows, m, coef, gW, j, n_in, zero, add):
     """Σ_s (coef δ_sj) a_{rows[s],k} into row j of gW (added to it when ``add``), the
     examples four at a time (else the first four written: no pass to zero the row);
@@ -505,7 +505,11 @@ def _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentu
 @njit(inline="always", **SERIAL)
 def _weight_rows(D, A_prev, rows, m, coef, C, j0, j_end, n_in, zero, add, gb, scale):
     """Σ_s (coef δ_sj) a_{rows[s],k} into (or, when ``add``, added to) the rows
-    j0 <= j < j_end of C, four at a time or one by one, and gb_j = scale Σ_s δ_sj."""
+    j0 <= j < j_end of C, four at a time or one by one, and gb_j = scale Σ_s δ_sj.
+
+    The three row functions are compiled on their own, not inlined: Numba copies an
+    inlined function's IR into every caller, and inlined they took about 1.3 s longer
+    to compile per dtype, for no speed (their loops run over whole rows)."""
     if j_end - j0 == 4:
         sb = _gradient_rows4(D, A_prev, rows, m, coef, C, j0, n_in, zero, add)
         gb[j0] = sb[0] * scale
