@@ -12,19 +12,26 @@ multiply-adds:
   minibatch, in one kernel as training runs them when the minibatch is small
   (``FUSE_MAX_BYTES``)                     against ``D.T @ A`` and ``A' @ W.T``
 
-The fastbp kernels do a little more than the product (the activation, σ', the bias and
-the update), which is counted against them. Prints the median time of each, GFLOP/s
+Each product runs with W and δ stored both ways, row-major as fastbp keeps them (form
+C: ``A @ W.T`` reads W through a transposed view) and transposed (form T: W^T and δ^T
+row-major, so ``D @ W`` and ``D.T @ A`` read a view instead), and the faster counts: on
+the small layers OpenBLAS's time moves by up to 2.4x with the layout, either way. The
+fastbp kernels do a little more than the product (the activation, σ', the bias and the
+update), which is counted against them. Prints the median time of each, GFLOP/s
 (2 × multiply-adds / time) and fastbp's rate as a fraction of OpenBLAS's, alternating
 the two so that both see the same machine state. Run one benchmark at a time.
 
-A third column times what a kernel fuses done the unfused way: OpenBLAS's product, then
+A third column times what a kernel fuses done the unfused way (in OpenBLAS's faster
+layout): OpenBLAS's product, then
 the same element-wise work in its own passes (+ b, and σ as fastbp's forward kernels
 apply it; σ' with ``derivative_scale``; the step W += -η/m ∂C/∂W, the sums of δ and
 the biases' step), and ``vs unfused`` is that time over fastbp's. The first ratio asks whether
 fastbp's kernels multiply as fast as OpenBLAS; the second whether they do the layer's
 whole job faster than OpenBLAS plus separate passes would. On small layers the two differ
-most: a float64 sigmoid over 100 × 16 weighted inputs costs about as much as their
-16-term products.
+most: a float64 sigmoid over 100 × 16 weighted inputs costs more than their 16-term
+products. So a forward kernel with a sigmoid or tanh is also timed with the identity in
+its place (``σ=id``: the products, + b and the copy a = z), and ``ratio id`` is
+OpenBLAS's time over that: how fast the kernel multiplies.
 
 Both sides are timed as training runs them, from compiled code: a Numba loop calls the
 kernel, or ``np.dot`` (which Numba sends straight to the ``?gemm`` of SciPy's OpenBLAS),
@@ -61,6 +68,11 @@ from fastbp.kernels.views import flat  # noqa: E402
 #: spinning (OpenBLAS and OpenMP workers spin for a while after a call, and on two
 #: cores a spinning pool starves the other one).
 SETTLE = 0.2
+
+#: Activations whose σ costs a forward kernel about as much as its products on small
+#: layers (e^x and a division per element): such forward kernels are timed again with
+#: the identity (columns ``σ=id``).
+SMOOTH = (codes.SIGMOID, codes.TANH)
 
 
 def _median_time(fn, min_time):
@@ -242,51 +254,72 @@ def layer_cases(w, dtype, rng, from_python=False):
                codes.COLUMNS: kernels.gradient_step_columns}[par[l, 2]]
         lr, zero = real(1e-9), real(0)
         grad_args = (D, A_prev, rows, m, real(1 / m), W, b, gW, gb, gW, gb, lr, zero, zero)
-        # OpenBLAS's operands and outputs
+        # OpenBLAS's operands and outputs, each product timed with its operands stored
+        # either way (W and δ as the kernels keep them, row-major, or transposed): on
+        # small layers the layout moves OpenBLAS's time by up to 2.4x either way (a
+        # 100 x 16 x 16 float32 forward product 1.17 µs through the view W.T, 0.53 µs
+        # on a contiguous W^T), and its faster one counts
         A_c = np.ascontiguousarray(A_prev[rows[:m]])
+        W_t, D_t = np.asfortranarray(W), np.asfortranarray(D)  # the same, stored transposed
         outs = (np.empty((m, n_out), dtype), np.empty((m, n_in), dtype),
                 np.empty((n_out, n_in), dtype))
         A_out = np.empty((m, n_out), dtype)
         step_args = (outs[2], -(lr * real(1 / m)), D, real(1 / m), W, b, gb, lr)
         mads = m * n_out * n_in
+        forms = ((W, D), (W_t, D_t))
         if from_python:
             first = rows[:m]
-            yield (l, "forward", lambda r: _inner(
-                       lambda: fwd(A_prev, first, W, b, act, m, Z, A), r),
-                   lambda r: _inner(lambda: np.dot(A_c, W.T, out=outs[0]), r), None, mads)
+            yield (l, "forward", [lambda r: _inner(
+                       lambda: fwd(A_prev, first, W, b, act, m, Z, A), r)],
+                   [lambda r, W=W: _inner(lambda: np.dot(A_c, W.T, out=outs[0]), r)
+                    for W, _ in forms], [], mads)
             if l > 0:
-                yield (l, "backward", lambda r: _inner(
-                           lambda: bwd(D, W, Z_prev, A_prev, act, m, D_prev), r),
-                       lambda r: _inner(lambda: np.dot(D, W, out=outs[1]), r), None, mads)
-            yield (l, "gradient", lambda r: _inner(
-                       lambda: grd(*grad_args[:2], first, *grad_args[3:], True), r),
-                   lambda r: _inner(lambda: np.dot(D.T, A_c, out=outs[2]), r), None, mads)
+                yield (l, "backward", [lambda r: _inner(
+                           lambda: bwd(D, W, Z_prev, A_prev, act, m, D_prev), r)],
+                       [lambda r, W=W: _inner(lambda: np.dot(D, W, out=outs[1]), r)
+                        for W, _ in forms], [], mads)
+            yield (l, "gradient", [lambda r: _inner(
+                       lambda: grd(*grad_args[:2], first, *grad_args[3:], True), r)],
+                   [lambda r, D=D: _inner(lambda: np.dot(D.T, A_c, out=outs[2]), r)
+                    for _, D in forms], [], mads)
         elif l == 0 and par[0, 3]:
             A_n = np.ascontiguousarray(A_prev[rows[m:2 * m]])
             yield (l, "step+fwd",
-                   lambda r: lambda: _step_forward_loop(kernels.step_forward_par, *grad_args,
-                                                        act, Z, A, r),
-                   lambda r: lambda: _two_dots_loop(D.T, A_c, outs[2], A_n, W.T, outs[0], r),
-                   lambda r: lambda: _unfused_step_forward_loop(D.T, A_c, *step_args, A_n, W.T,
-                                                                act, outs[0], A_out, r),
+                   [lambda r: lambda: _step_forward_loop(kernels.step_forward_par, *grad_args,
+                                                         act, Z, A, r)],
+                   [lambda r, W=W, D=D: lambda: _two_dots_loop(D.T, A_c, outs[2], A_n, W.T,
+                                                               outs[0], r)
+                    for W, D in forms],
+                   [lambda r, W=W, D=D: lambda: _unfused_step_forward_loop(
+                       D.T, A_c, *step_args, A_n, W.T, act, outs[0], A_out, r)
+                    for W, D in forms],
                    2 * mads)
         else:
+            # and the forward kernel once more with the identity in place of a sigmoid or
+            # tanh: its products alone
             yield (l, "forward",
-                   lambda r: lambda: _forward_loop(fwd, A_prev, rows, W, b, act, m, Z, A, r),
-                   lambda r: lambda: _dot_loop(A_c, W.T, outs[0], r),
-                   lambda r: lambda: _unfused_forward_loop(A_c, W.T, b, act, outs[0], A_out, r),
+                   [lambda r, act=act: lambda: _forward_loop(fwd, A_prev, rows, W, b, act, m, Z,
+                                                             A, r)
+                    for act in ((act, codes.IDENTITY) if act in SMOOTH else (act,))],
+                   [lambda r, W=W: lambda: _dot_loop(A_c, W.T, outs[0], r) for W, _ in forms],
+                   [lambda r, W=W: lambda: _unfused_forward_loop(A_c, W.T, b, act, outs[0],
+                                                                 A_out, r)
+                    for W, _ in forms],
                    mads)
             if l > 0:
                 yield (l, "backward",
-                       lambda r: lambda: _backward_loop(bwd, D, W, Z_prev, A_prev, act, m,
-                                                        D_prev, r),
-                       lambda r: lambda: _dot_loop(D, W, outs[1], r),
-                       lambda r: lambda: _unfused_backward_loop(D, W, outs[1], act, Z_prev,
-                                                                A_prev, r),
+                       [lambda r: lambda: _backward_loop(bwd, D, W, Z_prev, A_prev, act, m,
+                                                         D_prev, r)],
+                       [lambda r, W=W: lambda: _dot_loop(D, W, outs[1], r) for W, _ in forms],
+                       [lambda r, W=W: lambda: _unfused_backward_loop(D, W, outs[1], act,
+                                                                      Z_prev, A_prev, r)
+                        for W, _ in forms],
                        mads)
-            yield (l, "gradient", lambda r: lambda: _gradient_loop(grd, *grad_args, r),
-                   lambda r: lambda: _dot_loop(D.T, A_c, outs[2], r),
-                   lambda r: lambda: _unfused_gradient_loop(D.T, A_c, *step_args, r), mads)
+            yield (l, "gradient", [lambda r: lambda: _gradient_loop(grd, *grad_args, r)],
+                   [lambda r, D=D: lambda: _dot_loop(D.T, A_c, outs[2], r) for _, D in forms],
+                   [lambda r, D=D: lambda: _unfused_gradient_loop(D.T, A_c, *step_args, r)
+                    for _, D in forms],
+                   mads)
 
 
 def _blas_line(from_python):
@@ -318,33 +351,43 @@ def main(argv=None):
           f"{numba.config.NUMBA_NUM_THREADS} threads, numba {numba.__version__}, "
           f"numpy {np.__version__}; {_blas_line(args.from_python)}")
     print(f"{'workload':8} {'dtype':7} {'layer':>5} {'kernel':8} {'fastbp µs':>10} "
-          f"{'BLAS µs':>9} {'fastbp GF/s':>11} {'BLAS GF/s':>9} {'ratio':>6} "
-          f"{'unfused µs':>10} {'vs unfused':>10}")
+          f"{'BLAS µs':>9} {'form':>4} {'fastbp GF/s':>11} {'BLAS GF/s':>9} {'ratio':>6} "
+          f"{'unfused µs':>10} {'vs unfused':>10} {'σ=id µs':>8} {'ratio id':>8}")
     rng = np.random.default_rng(0)
     totals = {}
     with launch():
         for w in wl.select(args.workloads):
             for dtype in args.dtypes.split(","):
-                for l, name, *timers, mads in layer_cases(w, dtype, rng, args.from_python):
+                for l, name, ours, blas, unfused, mads in layer_cases(w, dtype, rng,
+                                                                      args.from_python):
                     reps = max(1, int(2e6 // mads))
-                    timers = [t(reps) for t in timers if t is not None]
+                    timers = [t(reps) for t in [*ours, *blas, *unfused]]
                     share = args.min_time / (2 * args.rounds)
                     for fn in timers:
                         fn()  # compiles
-                    # alternate; the lowest median of each counts
+                    # alternate; the lowest median of each counts, and of OpenBLAS's
+                    # layouts the faster
                     best = [float("inf")] * len(timers)
                     for _ in range(args.rounds):
                         for i, fn in enumerate(timers):
                             best[i] = min(best[i], _median_time(fn, share) / reps)
-                    t_ours, t_blas, *t_unfused = best
+                    t_ours, t_ident = best[0], best[1:len(ours)]
+                    best = best[len(ours):]
+                    t_blas = min(best[:len(blas)])
+                    form = "CT"[best.index(t_blas)]
+                    t_unfused = [min(best[len(blas):])] if unfused else []
+                    best = [t_ours, t_blas, *t_unfused]
                     gf_o, gf_b = 2 * mads / t_ours / 1e9, 2 * mads / t_blas / 1e9
                     key = (w.name, dtype)
                     totals[key] = [a + b for a, b in zip(totals.get(key, [0.0] * 3),
                                                          best + [0.0] * (3 - len(best)))]
                     line = (f"{w.name:8} {dtype:7} {l + 1:>5} {name:8} {t_ours * 1e6:10.2f} "
-                            f"{t_blas * 1e6:9.2f} {gf_o:11.1f} {gf_b:9.1f} {gf_o / gf_b:6.2f}")
+                            f"{t_blas * 1e6:9.2f} {form:>4} {gf_o:11.1f} {gf_b:9.1f} "
+                            f"{gf_o / gf_b:6.2f}")
                     if t_unfused:
                         line += f" {t_unfused[0] * 1e6:10.2f} {t_unfused[0] / t_ours:10.2f}"
+                    if t_ident:
+                        line += f" {t_ident[0] * 1e6:8.2f} {t_blas / t_ident[0]:8.2f}"
                     print(line, flush=True)
     print("\nper workload, all the kernels of every layer (BLAS time / fastbp time; "
           "unfused time / fastbp time):")
