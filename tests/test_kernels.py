@@ -747,6 +747,35 @@ def test_fma_rounds_once(dtype):
 
 
 @numba.njit(**SERIAL)
+def _transpose16(dst, dst_off, src, src_off, src_stride, n_rows, n_cols):
+    lanes.transpose16(dst, dst_off, src, src_off, src_stride, n_rows, n_cols)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_rows, n_cols, src_off", [(16, 16, 0), (10, 14, 16), (1, 1, 3),
+                                                     (16, 7, 5), (0, 4, 0), (3, 0, 0)])
+def test_transpose16_stores_the_blocks_columns_as_rows(dtype, n_rows, n_cols, src_off):
+    """The columns t < n_cols of the 16 × 16 block at src_off (rows i < n_rows, a stride
+    apart; zeros past either) land as rows of 16 in dst; nothing else in dst is written,
+    and nothing of src outside the block is read (src ends where the block does: a read
+    past it would touch the guard page of a minimal array or the NaNs around it)."""
+    stride = 30
+    rng = np.random.default_rng(n_rows * 31 + n_cols)
+    src = np.full(max(n_rows - 1, 0) * stride + src_off + n_cols + 3, np.nan, dtype)
+    block = rng.normal(size=(16, 16)).astype(dtype)
+    for i in range(n_rows):
+        src[src_off + i * stride:src_off + i * stride + n_cols] = block[i, :n_cols]
+    src = src[:max(n_rows - 1, 0) * stride + src_off + n_cols]  # the block's last element
+    dst = np.full(2 + 16 * 16 + 5, -7, dtype)
+    _transpose16(dst, 2, src, src_off, stride, n_rows, n_cols)
+    expected = np.zeros((16, 16), dtype)
+    expected[:n_rows, :n_cols] = block[:n_rows, :n_cols]
+    got = dst[2:2 + 16 * 16].reshape(16, 16)
+    assert np.array_equal(got[:n_cols], expected.T[:n_cols])
+    assert (got[n_cols:] == -7).all() and (dst[:2] == -7).all() and (dst[-5:] == -7).all()
+
+
+@numba.njit(**SERIAL)
 def _rows_sum16_store(x, out, off, stride, n_rows, bias, bias_off, n_cols):
     lanes.rows_sum16_store(x, out, off, stride, n_rows, bias, bias_off, n_cols)
 
