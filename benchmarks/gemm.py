@@ -202,9 +202,11 @@ def _unfused_step_forward_loop(DT, a, G, coef, D, scale, W, b, gb, lr, a_next, w
 
 
 def layer_cases(w, dtype, rng, from_python=False):
-    """(layer, kernel name, fastbp timer, OpenBLAS timer, unfused timer, multiply-adds)
+    """(layer, kernel name, fastbp timers, OpenBLAS timers, unfused timers, multiply-adds)
     for one workload; a timer, given a number of repetitions, returns a function making
-    that many calls (the unfused timer is None with ``from_python``).
+    that many calls. fastbp's timers are the kernel as trained, then (forward kernels
+    with a sigmoid or tanh) with the identity; OpenBLAS's and the unfused ones one per
+    layout of W and δ (none unfused with ``from_python``).
 
     fastbp's kernels run on the buffers a :class:`fastbp.Network` trains with (its
     parameters, the workspaces and gradient buffer ``fit`` allocates), the first layer
