@@ -68,8 +68,9 @@ from .views import flat, mat
 #: Elements of the rows of sums: up to eight rows (a compile-time size: ``scratch``
 #: needs a literal).
 SUMS = 8 * WIDTH
-#: Widest layer (n_l) the narrow forward pass takes: its rows of W^T are 16 lanes (a
-#: 32-lane W^T took longer to copy than it saved below minibatches of 16-32).
+#: Widest layer (n_l) the narrow forward pass takes: its rows of W^T are 16 lanes, as
+#: :func:`~fastbp.kernels.lanes.transpose16` writes them (a 32-lane W^T took longer to
+#: copy than it saved below minibatches of 16-32).
 FORWARD_WIDTH = 16
 #: Elements of W^T on the stack in the forward pass: n_{l-1} <= WIDTH rows of 16.
 PACKED = WIDTH * FORWARD_WIDTH
@@ -231,10 +232,11 @@ def backward_columns(D, W, Z_prev, A_prev, act_prev, m, D_prev):
 
 
 @njit(inline="always", **SERIAL)
-def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w, zero):
+def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w):
     """Z's first m rows: b + Σ_k a_{rows[s],k} W^T[k], four examples at a time."""
     n_out, n_in = W.shape
-    # W^T, by input k: WT[k, :w] = w_·k, then zeros (w = 16), 16 columns of W at a time
+    # W^T, by input k: WT[k, :w] = w_·k, then zeros, 16 columns of W at a time (w is
+    # transpose16's row of 16)
     wt_flat = flat(WT)
     for k0 in range(0, n_in, 16):
         transpose16(wt_flat, k0 * w, flat(W), k0, n_in, n_out, min(16, n_in - k0))
@@ -282,7 +284,7 @@ def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
     acc = scratch(SUMS, zero)
     brow = scratch(WIDTH, zero)
     WT = mat(scratch(PACKED, zero), 0, n_in, FORWARD_WIDTH)
-    _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, FORWARD_WIDTH, zero)
+    _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, FORWARD_WIDTH)
     _activate_rows(act, m, Z, A, n_out)
 
 
