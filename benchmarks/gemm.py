@@ -116,10 +116,10 @@ def _backward_loop(kernel, D, W, Z_prev, A_prev, act, m, D_prev, reps):
 
 @njit
 def _gradient_loop(kernel, D, A, order, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
-                   reps):
+                   panel, reps):
     for i in range(reps):
         kernel(D, A, _minibatch(order, i, m), m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
-               decay, True)
+               decay, True, panel)
 
 
 @njit
@@ -228,7 +228,7 @@ def layer_cases(w, dtype, rng, from_python=False):
     X = w.data(dtype, n)[0]
     order = rng.permutation(n).astype(np.int64)
     net = w.network(dtype)
-    sizes, par, ident, (zbuf, abuf, dbuf) = net._kernel_args(m)
+    sizes, par, ident, (zbuf, abuf, dbuf, pbuf) = net._kernel_args(m)
     grad = net._gradient_buffer(X, abuf, m)
     for buf in (zbuf, dbuf):
         buf[...] = rng.standard_normal(buf.shape)
@@ -256,6 +256,7 @@ def layer_cases(w, dtype, rng, from_python=False):
                codes.COLUMNS: kernels.gradient_step_columns}[par[l, 2]]
         lr, zero = real(1e-9), real(0)
         grad_args = (D, A_prev, rows, m, real(1 / m), W, b, gW, gb, gW, gb, lr, zero, zero)
+        panel = pbuf if par[l, 4] else pbuf[:0]
         # OpenBLAS's operands and outputs, each product timed with its operands stored
         # either way (W and δ as the kernels keep them, row-major, or transposed): on
         # small layers the layout moves OpenBLAS's time by up to 2.4x either way (a
@@ -281,7 +282,7 @@ def layer_cases(w, dtype, rng, from_python=False):
                        [lambda r, W=W: _inner(lambda: np.dot(D, W, out=outs[1]), r)
                         for W, _ in forms], [], mads)
             yield (l, "gradient", [lambda r: _inner(
-                       lambda: grd(*grad_args[:2], first, *grad_args[3:], True), r)],
+                       lambda: grd(*grad_args[:2], first, *grad_args[3:], True, panel), r)],
                    [lambda r, D=D: _inner(lambda: np.dot(D.T, A_c, out=outs[2]), r)
                     for _, D in forms], [], mads)
         elif l == 0 and par[0, 3]:
@@ -317,7 +318,7 @@ def layer_cases(w, dtype, rng, from_python=False):
                                                                       Z_prev, A_prev, r)
                         for W, _ in forms],
                        mads)
-            yield (l, "gradient", [lambda r: lambda: _gradient_loop(grd, *grad_args, r)],
+            yield (l, "gradient", [lambda r: lambda: _gradient_loop(grd, *grad_args, panel, r)],
                    [lambda r, D=D: lambda: _dot_loop(D.T, A_c, outs[2], r) for _, D in forms],
                    [lambda r, D=D: lambda: _unfused_gradient_loop(D.T, A_c, *step_args, r)
                     for _, D in forms],

@@ -159,6 +159,12 @@ COLUMNS_FLOAT64_MAX_OUTPUTS = 16
 #: 100 -> 10 1.19x, 200 -> 16 0.90x).
 COLUMNS_FLOAT64_MAX_INPUTS = 128
 
+#: Bytes of δ (batch × n_l × itemsize) from which a layer's narrow gradient step
+#: (serial or ``COLUMNS``) first packs δ into panels of δ^T
+#: (:func:`fastbp.kernels.narrow.panel_size`) instead of reading each example's
+#: coefficients from its own row of δ. Results are bitwise the same either way.
+PACK_MIN_BYTES = 32768
+
 #: Smallest minibatch whose serial forward pass runs the narrow kernel
 #: (:func:`fastbp.kernels.narrow.forward_narrow`), for layers of 9 to 16 neurons
 #: (``NARROW_FORWARD_OUTPUTS``) over inputs up to ``NARROW_MAX_WIDTH`` wide: each call

@@ -21,6 +21,7 @@ from ._config import (
     NARROW_BACKWARD_MIN_OUTPUTS,
     NARROW_MAX_WIDTH,
     NARROW_SERIAL_MAX_BYTES,
+    PACK_MIN_BYTES,
     PARALLEL_MIN_WORK,
     TINY_MAX_WORK,
     launch,
@@ -289,18 +290,21 @@ class Network:
         (``NARROW_SERIAL_MAX_BYTES``). Otherwise it runs in parallel when
         its work repays a parallel region (``PARALLEL_MIN_WORK``) and its parallel loop
         has more than one block, and the serial blocked kernel if not. A parallel
-        gradient step of a hidden layer (l > 0) runs the narrow kernel's parallel build
-        (``COLUMNS``) in float32, and in float64 up to ``COLUMNS_FLOAT64_MAX_OUTPUTS``
-        neurons; the first layer's stays blocked (its rows, gathered from the training
-        set, are read whole). A parallel BP2 the narrow kernel suits runs its parallel
-        build (``COLUMNS``: threads split the examples) in float32, and in float64 over
-        inputs up to ``COLUMNS_FLOAT64_MAX_INPUTS`` wide. The choices depend on shapes
+        gradient step runs the narrow kernel's parallel build (``COLUMNS``) where it packs
+        δ (``PACK_MIN_BYTES``), and in a hidden layer (l > 0) also in float32, and in
+        float64 up to ``COLUMNS_FLOAT64_MAX_OUTPUTS`` neurons; a small first layer's stays
+        blocked (its rows, gathered from the training set, are read whole). A parallel
+        BP2 the narrow kernel suits runs its parallel build (``COLUMNS``: threads split
+        the examples) in float32, and in float64 over inputs up to
+        ``COLUMNS_FLOAT64_MAX_INPUTS`` wide. The choices depend on shapes
         and the dtype alone, never on the thread count.
         Column 3 of the first layer's flags: whether its step feeds the next minibatch
-        forward in the same region (``FUSE_MAX_BYTES``).
+        forward in the same region (``FUSE_MAX_BYTES``); column 4 of each layer's:
+        whether its narrow gradient step first packs δ into the returned workspace
+        ``pbuf`` (``PACK_MIN_BYTES``).
         """
         sizes = np.asarray(self.sizes, dtype=np.int64)
-        par = np.zeros((len(self.sizes) - 1, 4), dtype=np.int64)
+        par = np.zeros((len(self.sizes) - 1, 5), dtype=np.int64)
         itemsize = self._theta.itemsize
         for l, (n_in, n_out) in enumerate(zip(self.sizes, self.sizes[1:])):
             work = batch * n_out * n_in
@@ -313,16 +317,18 @@ class Network:
             )
             parallel = (big and n_out > 4, big and batch > 4, big and n_out > 1)
             serial = work * itemsize <= NARROW_SERIAL_MAX_BYTES
+            packs = batch * n_out * itemsize >= PACK_MIN_BYTES
             # where a parallel kernel runs the narrow kernel's parallel build instead
             columns = (
                 False,
                 narrow[1] and l > 0 and (itemsize == 4 or n_in <= COLUMNS_FLOAT64_MAX_INPUTS),
-                l > 0 and (itemsize == 4 or n_out <= COLUMNS_FLOAT64_MAX_OUTPUTS),
+                packs or l > 0 and (itemsize == 4 or n_out <= COLUMNS_FLOAT64_MAX_OUTPUTS),
             )
             for c in range(3):
                 par[l, c] = (codes.NARROW if narrow[c] and (serial or not parallel[c]) else
                              codes.COLUMNS if parallel[c] and columns[c] else
                              codes.PARALLEL if parallel[c] else codes.BLOCKED)
+            par[l, 4] = packs and par[l, 2] in (codes.NARROW, codes.COLUMNS)
         par[0, 3] = (par[0, 2] == codes.PARALLEL
                      and batch * self.sizes[0] * itemsize <= FUSE_MAX_BYTES)
         total = batch * sum(self.sizes[1:])
@@ -334,7 +340,10 @@ class Network:
         zbuf = np.empty(total, self.dtype)
         abuf = _spaced_empty(total, self.dtype, partners)
         dbuf = _spaced_empty(total, self.dtype, partners)
-        return sizes, par, np.arange(batch, dtype=np.int64), (zbuf, abuf, dbuf)
+        pbuf = np.empty(max([kernels.panel_size(batch, n_out)
+                             for l, n_out in enumerate(self.sizes[1:]) if par[l, 4]],
+                            default=0), self.dtype)
+        return sizes, par, np.arange(batch, dtype=np.int64), (zbuf, abuf, dbuf, pbuf)
 
     def _offsets(self, batch):
         """Where each layer's W starts in the parameter buffer (its b follows W) and its
@@ -383,7 +392,7 @@ class Network:
         hidden, output, cost = self._codes()
         n = X.shape[0]
         batch = min(n, CHUNK)
-        sizes, par, ident, (zbuf, abuf, dbuf) = self._kernel_args(batch)
+        sizes, par, ident, (zbuf, abuf, dbuf, _) = self._kernel_args(batch)
         all_rows = np.arange(n, dtype=np.int64)
         out = np.empty((n, self.n_outputs), self.dtype)
         costs = np.empty(batch, self.dtype)
@@ -477,14 +486,14 @@ class Network:
         self._params()
         hidden, output, cost = self._codes()
         n = X.shape[0]
-        sizes, par, ident, (zbuf, abuf, dbuf) = self._kernel_args(n)
+        sizes, par, ident, (zbuf, abuf, dbuf, pbuf) = self._kernel_args(n)
         grad = self._gradient_buffer(X, abuf, n)
         real = np.dtype(self.dtype).type
         with launch():
             flat.forward(self._theta, sizes, X, ident, n, n, hidden, output, par, ident,
                          zbuf, abuf, 0)
             flat.backward(self._theta, grad, grad, sizes, X, Y, ident, n, n, hidden, output,
-                          cost, par, ident, zbuf, abuf, dbuf, np.empty(n, self.dtype),
+                          cost, par, ident, zbuf, abuf, dbuf, pbuf, np.empty(n, self.dtype),
                           real(0), real(0), real(0), False, ident[:0], 0)
         return self._views(grad)
 
@@ -574,7 +583,7 @@ class Network:
         n = X.shape[0]
         batch = min(batch_size, n)
         real = np.dtype(self.dtype).type
-        sizes, par, ident, (zbuf, abuf, dbuf) = self._kernel_args(batch)
+        sizes, par, ident, (zbuf, abuf, dbuf, pbuf) = self._kernel_args(batch)
         # a tiny network trains faster in one function per epoch (see fastbp.kernels.tiny)
         work = batch * sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
         small = work <= TINY_MAX_WORK
@@ -615,7 +624,7 @@ class Network:
                     else:
                         total = flat.train_epoch(
                             self._theta, grad, vel, sizes, X, Y, order, batch, hidden,
-                            output, cost, par, ident, zbuf, abuf, dbuf, costs, real(lr),
+                            output, cost, par, ident, zbuf, abuf, dbuf, pbuf, costs, real(lr),
                             real(momentum), real(weight_decay),
                         )
                 train_cost = total / n

@@ -412,7 +412,7 @@ def test_gradient_step(momentum, decay, apply, m, n_out, dtype, rng):
     real = np.dtype(dtype).type
     w, bb, vw, vb = (x.astype(float) for x in (W, b, VW, Vb))
     K.gradient_step_par(D, src, rows, m, real(1) / real(m), W, b, gW, gb, VW, Vb, real(0.1),
-                        real(momentum), real(decay), apply)
+                        real(momentum), real(decay), apply, np.empty(0, dtype))
     d, a = D[:m].astype(float), src[rows].astype(float)
     _check_step(d, a, (W, b, gW, gb, VW, Vb), (w, bb, vw, vb), momentum, decay, apply, dtype)
 
@@ -506,11 +506,13 @@ def test_backward_narrow(kernel, act, dtype, m, n_out, n_in, rng):
 @pytest.mark.parametrize("n_out", [1, 6, 10, 12, 16, 21, 29])
 @pytest.mark.parametrize("n_in", NARROW_INPUTS)
 @pytest.mark.parametrize("kernel", ["narrow", "columns"])
-def test_gradient_step_narrow(kernel, momentum, decay, apply, m, n_out, n_in, dtype, rng):
-    """The narrow gradient step, serial and parallel over columns, against the
-    reference, its rows read through ``rows`` (the source's last row, copied to the
-    stack, always among them) and every array ending at an inaccessible page; a plain
-    SGD step leaves gW unwritten."""
+@pytest.mark.parametrize("packed", [False, True])
+def test_gradient_step_narrow(kernel, packed, momentum, decay, apply, m, n_out, n_in, dtype,
+                              rng):
+    """The narrow gradient step, serial and parallel over columns, δ read in place or
+    packed into a workspace of NaNs first, against the reference, its rows read through
+    ``rows`` (the source's last row, copied to the stack, always among them) and every
+    array ending at an inaccessible page; a plain SGD step leaves gW unwritten."""
     real = np.dtype(dtype).type
     D = _guarded(rng.normal(0, 1, (m, n_out)).astype(dtype))
     src = _guarded(rng.normal(0, 1, (m + 3, n_in)).astype(dtype))
@@ -521,9 +523,10 @@ def test_gradient_step_narrow(kernel, momentum, decay, apply, m, n_out, n_in, dt
                     for shape in ((n_out, n_in), n_out, (n_out, n_in), n_out))
     gW, gb = _guarded(np.full((n_out, n_in), np.nan, dtype)), _guarded(np.empty(n_out, dtype))
     w, bb, vw, vb = (np.array(x, float) for x in (W, b, VW, Vb))
+    panel = _guarded(np.full(K.panel_size(m, n_out) if packed else 0, np.nan, dtype))
     step = K.gradient_step_narrow if kernel == "narrow" else K.gradient_step_columns
     step(D, src, rows, m, real(1) / real(m), W, b, gW, gb, VW, Vb, real(0.1), real(momentum),
-         real(decay), apply)
+         real(decay), apply, panel)
     d, a = np.asarray(D, float), np.asarray(src, float)[rows]
     _check_step(d, a, (W, b, gW, gb, VW, Vb), (w, bb, vw, vb), momentum, decay, apply, dtype)
 
@@ -536,7 +539,9 @@ def test_narrow_kernels_are_chosen_by_shape():
     run the narrow kernel's parallel build (COLUMNS) in float32, and in float64 for 16
     neurons or fewer; the first layer's run the blocked one. Parallel BP2 the narrow
     kernel suits runs its parallel build in float32, and in float64 over inputs up to
-    128 wide. The thread count plays no part."""
+    128 wide. Gradient steps whose δ takes 32768 bytes or more pack it, and run the
+    parallel build where they run in parallel, first layers too. The thread count
+    plays no part."""
     from fastbp.kernels import codes
 
     for dtype in DTYPES:
@@ -552,7 +557,16 @@ def test_narrow_kernels_are_chosen_by_shape():
     assert (par[1, 1:3] == codes.NARROW).all() and par[1, 0] == codes.PARALLEL
     par = fastbp.Network([784, 100, 10], dtype="float64")._kernel_args(100)[1]
     assert par[1, 0] == codes.PARALLEL and (par[1, 1:3] == codes.COLUMNS).all()
-    assert par[0, 2] == codes.PARALLEL
+    # δ of 32768 bytes or more: packed, and the first layer's step over columns too
+    assert par[0, 2] == codes.COLUMNS and par[0, 4] and not par[1, 4]
+    for dtype, batch, code in (("float32", 82, codes.COLUMNS), ("float32", 81, codes.PARALLEL),
+                               ("float64", 41, codes.COLUMNS), ("float64", 40, codes.PARALLEL)):
+        net = fastbp.Network([784, 100, 10], dtype=dtype)
+        par, (_, _, _, pbuf) = net._kernel_args(batch)[1::2]
+        assert par[0, 2] == code and par[0, 4] == (code == codes.COLUMNS)
+        assert pbuf.size == (batch * 112 if code == codes.COLUMNS else 0)
+    par = fastbp.Network([784, 512, 512, 10], dtype="float64")._kernel_args(128)[1]
+    assert (par[:2, 2] == codes.COLUMNS).all() and par[:2, 4].all() and not par[2, 4]
     # 10 neurons over 200 inputs, 100 examples: parallel BP2 over examples in float32
     # only (float64's 200-wide rows stay on the blocked kernel)
     for dtype, code in (("float32", codes.COLUMNS), ("float64", codes.PARALLEL)):
@@ -564,10 +578,12 @@ def test_narrow_kernels_are_chosen_by_shape():
         par = fastbp.Network([32, 32, 16], dtype=dtype)._kernel_args(batch)[1]
         assert par[1, 0] == code
         assert (par[1, 1:3] == (code if code == codes.NARROW else codes.COLUMNS)).all()
-    # 17 neurons: parallel gradient steps over columns in float32 only
-    for dtype, code in (("float32", codes.COLUMNS), ("float64", codes.PARALLEL)):
-        par = fastbp.Network([32, 32, 17], dtype=dtype)._kernel_args(512)[1]
-        assert par[1, 2] == code
+    # 17 neurons: parallel gradient steps over columns in float32, in float64 only
+    # from 32768 bytes of δ (241 examples), packed
+    for dtype, batch, code in (("float32", 512, codes.COLUMNS), ("float64", 240, codes.PARALLEL),
+                               ("float64", 241, codes.COLUMNS)):
+        par = fastbp.Network([32, 32, 17], dtype=dtype)._kernel_args(batch)[1]
+        assert par[1, 2] == code and par[1, 4] == (batch * 17 * np.dtype(dtype).itemsize >= 32768)
     par = fastbp.Network([784, 16, 16, 10], dtype="float64")._kernel_args(100)[1]
     assert (par[1:, 1:3] == codes.NARROW).all()
     assert (par[1:, 0] == codes.NARROW).all()  # 16 -> 16 and 16 -> 10, batches of 100
@@ -607,7 +623,7 @@ def test_step_forward_is_the_step_then_the_forward(act, m, m_next, n_out, moment
         if fused:
             K.step_forward_par(*args, rows_next, m_next, K.ACTIVATION_CODES[act], Z, A)
         else:
-            K.gradient_step_par(*args, True)
+            K.gradient_step_par(*args, True, np.empty(0, dtype))
             K.forward_par(src, rows_next, W, b, K.ACTIVATION_CODES[act], m_next, Z, A)
         results.append((W, b, VW, Vb, gW, gb, Z, A))
     for name, x, y in zip(("W", "b", "VW", "Vb", "gW", "gb", "Z", "A"), *results):
@@ -908,11 +924,12 @@ def test_bp2_sums_run_in_the_documented_order(dtype, kernel, act):
 
 
 @pytest.mark.parametrize("kernel", ["narrow", "columns"])
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_out", [21, 26])
-def test_bp3_sums_run_in_the_documented_order(n_out, dtype, kernel):
-    """The narrow gradient step's ∂C/∂w_jk and ∂C/∂b_j (serial and parallel builds) bit
-    for bit as documented:
+def test_bp3_sums_run_in_the_documented_order(n_out, dtype, packed, kernel):
+    """The narrow gradient step's ∂C/∂w_jk and ∂C/∂b_j (serial and parallel builds, δ
+    read in place or packed) bit for bit as documented:
     Σ_s δ_sj a_{rows[s],k} from 0 in ascending order of s, one fma per term, then times
     scale; Σ_s δ_sj likewise by addition, then times scale. 21 rows: a block of 16 and
     one of 8 rows (3 of them past the layer); 26 rows: 16 and 10; 19 columns: one or two
@@ -928,8 +945,9 @@ def test_bp3_sums_run_in_the_documented_order(n_out, dtype, kernel):
     gW, gb = np.empty_like(W), np.empty_like(b)
     scale = real(1) / real(m)
     step = K.gradient_step_narrow if kernel == "narrow" else K.gradient_step_columns
+    panel = np.empty(K.panel_size(m, n_out) if packed else 0, dtype)
     step(D, src, rows, m, scale, W, b, gW, gb, W.copy(), b.copy(), real(0.1), real(0),
-         real(0), False)
+         real(0), False, panel)
     expected_gW, expected_gb = np.empty_like(gW), np.empty_like(gb)
     for j in range(n_out):
         sb = real(0)

@@ -259,7 +259,7 @@ def test_workspaces_are_placed_half_a_page_from_their_rows(dtype):
     assert plain.base is None and plain.shape == (1000,)
     net = fastbp.Network([100, PAGE // itemsize, PAGE // itemsize, 3], dtype=dtype, seed=0)
     X = np.zeros((20, 100), dtype)
-    _, _, _, (_, abuf, dbuf) = net._kernel_args(10)
+    _, _, _, (_, abuf, dbuf, _) = net._kernel_args(10)
     grad = net._gradient_buffer(X, abuf, 10)
     w_offsets, blocks = net._offsets(10)
     for l in (1, 2):

@@ -35,6 +35,7 @@ with kernel_cache():
         forward_narrow,
         gradient_step_columns,
         gradient_step_narrow,
+        panel_size,
     )
     from .codes import (
         ACTIVATION_CODES,
@@ -75,6 +76,7 @@ __all__ = [
     "gradient_step_narrow",
     "gradient_step_par",
     "output_delta_cost",
+    "panel_size",
     "step_forward_par",
     "tiny",
 ]

@@ -535,10 +535,12 @@ def _mode(apply, momentum, decay, zero):
 
 
 def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
-                   apply):
+                   apply, panel):
     """BP3/BP4 averaged over m examples and, when ``apply``, the SGD step of the layer
     (the first layer's, in parallel: its rows, gathered from the training set, are read
     whole, where the narrow kernel's parallel build reads a register's width of each).
+    ``panel`` is the narrow kernels' workspace (:func:`fastbp.kernels.narrow.panel_size`),
+    unused here: the three gradient steps take the same arguments.
 
     ∂C/∂w_jk = Σ_s (scale δ_sj) a_{rows[s],k}, ∂C/∂b_j = scale Σ_s δ_sj (scale = 1/m).
     Threads split the neurons j in blocks of four rows, whose gradient rows stay in

@@ -12,7 +12,8 @@ depth uses the same compiled code.
 and its gradient step (columns 0, 1, 2: ``BLOCKED``, ``PARALLEL``, ``NARROW`` or, for
 BP2 and the gradient step, ``COLUMNS`` of :mod:`fastbp.kernels.codes`), and ``par[0, 3]``
 whether the first layer's SGD step feeds the next minibatch forward in the same
-parallel region: chosen from the shapes by the caller. The drivers never allocate: they
+parallel region, ``par[l, 4]`` whether layer l's narrow gradient step first packs δ
+into the workspace ``pbuf``: chosen from the shapes by the caller. The drivers never allocate: they
 are compiled without reference counting (``fastbp._config.NO_REFCOUNT``), so the views
 they slice cost no atomic operations.
 """
@@ -97,7 +98,8 @@ def costs(sizes, Y, rows, m, batch, output, cost, zbuf, abuf, dbuf, out):
 
 @njit(**NO_REFCOUNT)
 def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost, par, ident,
-             zbuf, abuf, dbuf, sample_costs, lr, momentum, decay, apply, rows_next, m_next):
+             zbuf, abuf, dbuf, pbuf, sample_costs, lr, momentum, decay, apply, rows_next,
+             m_next):
     """After :func:`forward`: BP1 and the costs, then BP2 and BP3/BP4 layer by layer from
     the output down, each layer's SGD step applied (when ``apply``) right after its δ has
     been carried below it. ``grad`` receives the minibatch's mean gradients (but for
@@ -106,7 +108,8 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
 
     When the step is applied, ``m_next`` > 0 and ``par[0, 3]`` is set, the first layer's
     step also feeds the next minibatch ``X[rows_next]`` through that layer, in the same
-    parallel region; returns whether it did."""
+    parallel region; returns whether it did. ``pbuf`` is the narrow gradient steps'
+    workspace (:func:`fastbp.kernels.narrow.panel_size`)."""
     L = sizes.shape[0] - 1
     costs(sizes, Y, rows, m, batch, output, cost, zbuf, abuf, dbuf, sample_costs)
     real = theta.dtype.type
@@ -139,21 +142,22 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
                              decay, rows_next, m_next, act, mat(zbuf, 0, batch, n_out),
                              mat(abuf, 0, batch, n_out))
             return True
+        panel = pbuf if par[l, 4] else pbuf[:0]  # the narrow step packs δ into pbuf
         if par[l, 2] == PARALLEL:
             gradient_step_par(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
-                              decay, apply)
+                              decay, apply, panel)
         elif par[l, 2] == COLUMNS:
             gradient_step_columns(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr,
-                                  momentum, decay, apply)
+                                  momentum, decay, apply, panel)
         else:
             gradient_step_narrow(D, A_prev, r, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
-                                 decay, apply)
+                                 decay, apply, panel)
     return False
 
 
 @njit(**NO_REFCOUNT)
 def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cost, par,
-                ident, zbuf, abuf, dbuf, sample_costs, lr, momentum, decay):
+                ident, zbuf, abuf, dbuf, pbuf, sample_costs, lr, momentum, decay):
     """One epoch of minibatch SGD over the examples in ``order`` (the caller shuffles).
 
     Minibatches of ``batch`` examples, the last one partial, are read in place through
@@ -171,7 +175,7 @@ def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cos
         nxt = min(start + batch, n)
         m_next = min(batch, n - nxt)
         ahead = backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output,
-                         cost, par, ident, zbuf, abuf, dbuf, sample_costs, lr, momentum,
+                         cost, par, ident, zbuf, abuf, dbuf, pbuf, sample_costs, lr, momentum,
                          decay, True, order[nxt:nxt + m_next], m_next)
         for s in range(m):
             total += sample_costs[s]

@@ -293,6 +293,16 @@ GRADIENT_ROWS = 16
 #: Elements of the gradient step's sums: its rows of one register (at most 16 elements)
 #: and 16 lanes of sums of δ.
 GRADIENT_SUMS = (GRADIENT_ROWS + 1) * 16
+#: Elements of the gradient step's copy of a block of columns of its inputs (on the
+#: stack): minibatches up to 512 examples in float64, 256 in float32.
+INPUT_PANEL = 4096
+
+
+def panel_size(m, n_out):
+    """Elements of the workspace in which the gradient step packs δ (m × n_out): its
+    panels of 16 columns (the last zero-padded); a smaller workspace (none) has δ read
+    in place."""
+    return m * ((n_out + GRADIENT_ROWS - 1) // GRADIENT_ROWS * GRADIENT_ROWS)
 
 
 @njit(inline="always", **SERIAL)
@@ -307,69 +317,109 @@ def _readable(a, off, inside, tail, n, w):
 
 
 @njit(inline="always", **SERIAL)
-def _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
+def _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0, a_src,
+                   a_base, a_stride, a_inside, a_packed, coefs, c_base, c_stride, c_inside,
                    R, zero):
     """Columns k0 .. k0 + L - 1 (those < n_in; L one register's lanes) of the rows
     j0 .. j0 + R - 1 (those < n_out) of C: coef Σ_s δ_sj a_{rows[s]} (added to C when
-    ``add``); from the first block of columns also gb_j = scale Σ_s δ_sj."""
+    ``add``); from the first block of columns also gb_j = scale Σ_s δ_sj.
+
+    Example s's inputs are read from ``a_src`` at a_base + r a_stride, r = rows[s]
+    (the layer's input in place: a_base = k0, a_stride = n_in) or, where
+    ``a_packed``, r = s (a copy of the block's columns, a_stride = L); its
+    coefficients δ_sj0, δ_s(j0+1), ... from ``coefs`` at c_base + s c_stride (the row
+    of δ itself, stride n_out, or a panel of δ^T packed by :func:`_pack_panel`, stride
+    16). Where a whole register of inputs or 16 coefficients cannot be read there (r >=
+    ``a_inside``, s >= ``c_inside``) they are first copied to the zero-padded ``tail``,
+    ``dtail``."""
     n_out, n_in = C.shape
     L = vector_lanes(zero)
     n = min(L, n_in - k0)
     used = min(R, n_out - j0)
-    inside = _rows_inside(A_prev.shape[0], n_in, k0, L)
-    # rows of δ from which 16 coefficients can be read (rows_fma_broadcast reads up to 16)
-    d_inside = _rows_inside(D.shape[0], n_out, j0, 16)
-    a_flat = flat(A_prev)
-    d_flat = flat(D)
     for i in range(R):
         row_fill(acc, i * L, zero, 0)
     row_fill(acc, R * L, zero, 16)
     for s in range(m):
-        r = rows[s]
-        src, src_off = _readable(a_flat, r * n_in + k0, r < inside, tail, n, 0)
-        coefs, coef_off = _readable(d_flat, s * n_out + j0, s < d_inside, dtail, used, 16)
+        r = s if a_packed else rows[s]
+        src, src_off = _readable(a_src, a_base + r * a_stride, r < a_inside, tail, n, 0)
+        cs, c_off = _readable(coefs, c_base + s * c_stride, s < c_inside, dtail, used, 16)
         # the sums of δ in the first block of columns only (the branch is the same for
         # every example)
-        rows_fma_broadcast(acc, src, src_off, coefs, coef_off, R, k0 == 0)
+        rows_fma_broadcast(acc, src, src_off, cs, c_off, R, k0 == 0)
     rows_axpy_prefix(flat(C), j0 * n_in + k0, n_in, used, n, acc, coef, add, R)
     if k0 == 0:  # every block of columns has the same sums of δ
         axpy_prefix(gb, j0, acc, R * L, used, scale, False, 16)
 
 
+@njit(inline="always", **SERIAL)
+def _pack_panel(D, m, j0, panel):
+    """Columns j0 .. j0 + 15 of δ (m × n_out; those < n_out, the rest zeros) into
+    ``panel`` from j0 m on, example by example: δ_sj at j0 m + 16 s + j - j0."""
+    n_out = D.shape[1]
+    d_flat = flat(D)
+    n = min(16, n_out - j0)
+    for s in range(m):
+        load_prefix(panel, j0 * m + 16 * s, d_flat, s * n_out + j0, n, 16)
+
+
 @njit(**NOALIAS)
-def _gradient_columns(D, A_prev, rows, m, coef, C, add, gb, scale, kb0, kb1, zero):
+def _gradient_columns(D, A_prev, rows, m, coef, C, add, gb, scale, kb0, kb1, panel, packed,
+                      zero):
     """The blocks of columns kb0 <= kb < kb1 (columns kb L .. kb L + L - 1) of all rows
     of C (:func:`_gradient_rows`), 16 rows at a time (the last block 16, 10, 8 or 4 rows,
     whichever covers the rest: 10, not 12, for the ten-way output layers, whose steps ran
     1.06-1.15x faster than with 12 rows; 11 or 12 rows left now take 16, 0.82-0.85x): a
-    share of the gradient step. Compiled once, not inlined, as
+    share of the gradient step, its coefficients δ read from ``panel`` where ``packed``
+    (:func:`_pack_panel`), else from D. Compiled once, not inlined, as
     :func:`fastbp.kernels.blocked._forward_block`."""
-    n_out = C.shape[0]
+    n_out, n_in = C.shape
     L = vector_lanes(zero)
     acc = scratch(GRADIENT_SUMS, zero)
     tail = scratch(16, zero)
     dtail = scratch(16, zero)
+    block = scratch(INPUT_PANEL, zero)
+    d_flat = flat(D)
+    a_flat = flat(A_prev)
+    # a block's inputs are copied together where several blocks of rows read them
+    a_packed = n_out > GRADIENT_ROWS and m * L <= INPUT_PANEL
     for kb in range(kb0, kb1):
         k0 = kb * L
+        if a_packed:
+            n = min(L, n_in - k0)
+            for s in range(m):
+                load_prefix(block, s * L, a_flat, rows[s] * n_in + k0, n, 0)
+            a_src, a_base, a_stride, a_inside = block, 0, L, m
+        else:
+            a_src, a_base, a_stride = a_flat, k0, n_in
+            a_inside = _rows_inside(A_prev.shape[0], n_in, k0, L)
         for j0 in range(0, n_out, GRADIENT_ROWS):
+            if packed:
+                coefs, c_base, c_stride, c_inside = panel, j0 * m, GRADIENT_ROWS, m
+            else:
+                coefs, c_base, c_stride = d_flat, j0, n_out
+                c_inside = _rows_inside(m, n_out, j0, 16)
             rest = n_out - j0
             # R a literal: each is its own body, its sums in registers
             if rest > 10:
-                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale,
-                               acc, j0, k0, 16, zero)
+                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
+                               a_src, a_base, a_stride, a_inside, a_packed, coefs, c_base,
+                               c_stride, c_inside, 16, zero)
             elif rest > 8:
-                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale,
-                               acc, j0, k0, 10, zero)
+                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
+                               a_src, a_base, a_stride, a_inside, a_packed, coefs, c_base,
+                               c_stride, c_inside, 10, zero)
             elif rest > 4:
-                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale,
-                               acc, j0, k0, 8, zero)
+                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
+                               a_src, a_base, a_stride, a_inside, a_packed, coefs, c_base,
+                               c_stride, c_inside, 8, zero)
             else:
-                _gradient_rows(D, A_prev, rows, tail, dtail, m, coef, C, add, gb, scale,
-                               acc, j0, k0, 4, zero)
+                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
+                               a_src, a_base, a_stride, a_inside, a_packed, coefs, c_base,
+                               c_stride, c_inside, 4, zero)
 
 
 def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
-                   apply):
+                   apply, panel):
     """BP3/BP4 and the SGD step, as :func:`fastbp.kernels.blocked.gradient_step_par`.
 
     One register of columns at a time (16 float32, 8 float64; the threads share out
@@ -382,10 +432,21 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     step (no momentum, no decay) w_jk += (-η scale) Σ_s δ_sj a_sk straight into W. A
     step with momentum or decay follows over all of W, then the biases take theirs.
 
+    Where ``panel`` holds :func:`panel_size` (m, n_out) elements, δ is first copied
+    into it as panels of δ^T, 16 columns each, example by example (the threads share
+    out the panels), and the coefficients are read from there: read in place, each
+    example's 16 lie in a row of their own, n_out elements past the last (4 KB for
+    512 float64 neurons, each row in another page and all of them in the same few sets
+    of the first-level cache), and the loads stall. On 128 examples of 784 inputs into
+    512 neurons in float64, one thread: 53-56 GFLOP/s packed against 33-35 in place
+    (δ's columns packed 64 at a time, to keep the panels in a stack buffer, ran at
+    20-28: each such chunk reads all the inputs again). A workspace too small (none)
+    leaves δ where it is: the caller packs only where it pays.
+
     Each sum runs over s in ascending order from 0, one fma (the biases' one addition)
-    per example, whatever the thread count. Four rows at a time, each δ loaded and
-    broadcast on its own, took 1.2-1.7x as long (float32; a 16 x 16 step ran at 0.57
-    of OpenBLAS's rate).
+    per example, whatever the thread count or packing. Four rows at a time, each δ
+    loaded and broadcast on its own, took 1.2-1.7x as long (float32; a 16 x 16 step ran
+    at 0.57 of OpenBLAS's rate).
     """
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
@@ -399,10 +460,19 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     # 10 x 100 float64 step over 10 examples); each element's sum is the same in any
     # share. (Shares by the thread count would make the kernel uncacheable.)
     shares = n_blocks if m * n_out * n_in >= PARALLEL_MIN_WORK else 1
+    n_panels = (n_out + GRADIENT_ROWS - 1) // GRADIENT_ROWS
+    packed = panel.shape[0] >= n_panels * GRADIENT_ROWS * m
+    if packed:  # the panels shared out as the blocks of columns are
+        parts = n_panels if shares > 1 else 1
+        for p in prange(parts):
+            p = np.int64(p)
+            for q in range(p * n_panels // parts, (p + 1) * n_panels // parts):
+                _pack_panel(D, m, GRADIENT_ROWS * q, panel)
     for t in prange(shares):
         t = np.int64(t)
         _gradient_columns(D, A_prev, rows, m, coef, C, direct, gb, scale,
-                          t * n_blocks // shares, (t + 1) * n_blocks // shares, zero)
+                          t * n_blocks // shares, (t + 1) * n_blocks // shares, panel,
+                          packed, zero)
     if mode == STEP:
         for jb in prange((n_out + GRADIENT_ROWS - 1) // GRADIENT_ROWS):
             j0 = GRADIENT_ROWS * np.int64(jb)
