@@ -22,6 +22,7 @@ from ._config import (
     NARROW_MAX_WIDTH,
     NARROW_SERIAL_MAX_BYTES,
     PACK_MIN_BYTES,
+    PACK_MIN_ROW_BYTES,
     PARALLEL_MIN_WORK,
     TINY_MAX_WORK,
     launch,
@@ -291,9 +292,10 @@ class Network:
         its work repays a parallel region (``PARALLEL_MIN_WORK``) and its parallel loop
         has more than one block, and the serial blocked kernel if not. A parallel
         gradient step runs the narrow kernel's parallel build (``COLUMNS``) where it packs
-        δ (``PACK_MIN_BYTES``), and in a hidden layer (l > 0) also in float32, and in
-        float64 up to ``COLUMNS_FLOAT64_MAX_OUTPUTS`` neurons; a small first layer's stays
-        blocked (its rows, gathered from the training set, are read whole). A parallel
+        δ (``PACK_MIN_ROW_BYTES``, ``PACK_MIN_BYTES``), and in a hidden layer (l > 0)
+        also in float32, and in float64 up to ``COLUMNS_FLOAT64_MAX_OUTPUTS`` neurons;
+        other first layers' stay blocked (their rows, gathered from the training set,
+        are read whole). A parallel
         BP2 the narrow kernel suits runs its parallel build (``COLUMNS``: threads split
         the examples) in float32, and in float64 over inputs up to
         ``COLUMNS_FLOAT64_MAX_INPUTS`` wide. The choices depend on shapes
@@ -301,7 +303,7 @@ class Network:
         Column 3 of the first layer's flags: whether its step feeds the next minibatch
         forward in the same region (``FUSE_MAX_BYTES``); column 4 of each layer's:
         whether its narrow gradient step first packs δ into the returned workspace
-        ``pbuf`` (``PACK_MIN_BYTES``).
+        ``pbuf``.
         """
         sizes = np.asarray(self.sizes, dtype=np.int64)
         par = np.zeros((len(self.sizes) - 1, 5), dtype=np.int64)
@@ -317,7 +319,8 @@ class Network:
             )
             parallel = (big and n_out > 4, big and batch > 4, big and n_out > 1)
             serial = work * itemsize <= NARROW_SERIAL_MAX_BYTES
-            packs = batch * n_out * itemsize >= PACK_MIN_BYTES
+            packs = (n_out * itemsize >= PACK_MIN_ROW_BYTES
+                     and batch * n_out * itemsize >= PACK_MIN_BYTES)
             # where a parallel kernel runs the narrow kernel's parallel build instead
             columns = (
                 False,

@@ -539,8 +539,9 @@ def test_narrow_kernels_are_chosen_by_shape():
     run the narrow kernel's parallel build (COLUMNS) in float32, and in float64 for 16
     neurons or fewer; the first layer's run the blocked one. Parallel BP2 the narrow
     kernel suits runs its parallel build in float32, and in float64 over inputs up to
-    128 wide. Gradient steps whose δ takes 32768 bytes or more pack it, and run the
-    parallel build where they run in parallel, first layers too. The thread count
+    128 wide. Gradient steps whose δ has rows of 1024 bytes or more and takes 32768
+    bytes or more pack it, and run the parallel build where they run in parallel, first
+    layers too. The thread count
     plays no part."""
     from fastbp.kernels import codes
 
@@ -557,14 +558,17 @@ def test_narrow_kernels_are_chosen_by_shape():
     assert (par[1, 1:3] == codes.NARROW).all() and par[1, 0] == codes.PARALLEL
     par = fastbp.Network([784, 100, 10], dtype="float64")._kernel_args(100)[1]
     assert par[1, 0] == codes.PARALLEL and (par[1, 1:3] == codes.COLUMNS).all()
-    # δ of 32768 bytes or more: packed, and the first layer's step over columns too
-    assert par[0, 2] == codes.COLUMNS and par[0, 4] and not par[1, 4]
-    for dtype, batch, code in (("float32", 82, codes.COLUMNS), ("float32", 81, codes.PARALLEL),
-                               ("float64", 41, codes.COLUMNS), ("float64", 40, codes.PARALLEL)):
-        net = fastbp.Network([784, 100, 10], dtype=dtype)
+    assert par[0, 2] == codes.PARALLEL and not par[:, 4].any()  # rows of δ of 800 bytes
+    # rows of δ of 1024 bytes or more, 32768 bytes of δ or more: packed, and the first
+    # layer's step over columns too
+    for dtype, n_out, batch, code in (
+            ("float32", 256, 32, codes.COLUMNS), ("float32", 256, 31, codes.PARALLEL),
+            ("float32", 255, 64, codes.PARALLEL), ("float64", 128, 32, codes.COLUMNS),
+            ("float64", 128, 31, codes.PARALLEL), ("float64", 127, 64, codes.PARALLEL)):
+        net = fastbp.Network([784, n_out, 10], dtype=dtype)
         par, (_, _, _, pbuf) = net._kernel_args(batch)[1::2]
-        assert par[0, 2] == code and par[0, 4] == (code == codes.COLUMNS)
-        assert pbuf.size == (batch * 112 if code == codes.COLUMNS else 0)
+        assert par[0, 2] == code and par[0, 4] == (code == codes.COLUMNS) and not par[1, 4]
+        assert pbuf.size == (batch * n_out if code == codes.COLUMNS else 0)
     par = fastbp.Network([784, 512, 512, 10], dtype="float64")._kernel_args(128)[1]
     assert (par[:2, 2] == codes.COLUMNS).all() and par[:2, 4].all() and not par[2, 4]
     # 10 neurons over 200 inputs, 100 examples: parallel BP2 over examples in float32
@@ -578,12 +582,10 @@ def test_narrow_kernels_are_chosen_by_shape():
         par = fastbp.Network([32, 32, 16], dtype=dtype)._kernel_args(batch)[1]
         assert par[1, 0] == code
         assert (par[1, 1:3] == (code if code == codes.NARROW else codes.COLUMNS)).all()
-    # 17 neurons: parallel gradient steps over columns in float32, in float64 only
-    # from 32768 bytes of δ (241 examples), packed
-    for dtype, batch, code in (("float32", 512, codes.COLUMNS), ("float64", 240, codes.PARALLEL),
-                               ("float64", 241, codes.COLUMNS)):
-        par = fastbp.Network([32, 32, 17], dtype=dtype)._kernel_args(batch)[1]
-        assert par[1, 2] == code and par[1, 4] == (batch * 17 * np.dtype(dtype).itemsize >= 32768)
+    # 17 neurons: parallel gradient steps over columns in float32 only
+    for dtype, code in (("float32", codes.COLUMNS), ("float64", codes.PARALLEL)):
+        par = fastbp.Network([32, 32, 17], dtype=dtype)._kernel_args(512)[1]
+        assert par[1, 2] == code and not par[1, 4]
     par = fastbp.Network([784, 16, 16, 10], dtype="float64")._kernel_args(100)[1]
     assert (par[1:, 1:3] == codes.NARROW).all()
     assert (par[1:, 0] == codes.NARROW).all()  # 16 -> 16 and 16 -> 10, batches of 100

@@ -698,3 +698,24 @@ def transpose16(typingctx, dst, dst_off, src, src_off, src_stride, n_rows, n_col
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def prefetch(typingctx, a, off):
+    """A hint to bring the cache line of ``a[off]`` closer (an offset past the array is
+    harmless: a prefetch never faults)."""
+    _contiguous_1d(a, "prefetch")
+
+    def codegen(context, builder, sig, args):
+        arr = make_array(sig.args[0])(context, builder, args[0])
+        off = context.cast(builder, args[1], sig.args[1], types.intp)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        p = builder.bitcast(builder.gep(arr.data, [off]), i8p)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        builder.call(fn, [p, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
+        return context.get_dummy_value()
+
+    return types.none(a, off), codegen
