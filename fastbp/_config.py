@@ -144,8 +144,9 @@ NARROW_SERIAL_MAX_BYTES = 524288
 
 #: Most neurons (n_l) for which a float64 hidden layer's parallel gradient step runs the
 #: narrow kernel's parallel build over blocks of columns (``COLUMNS``); float32 hidden
-#: layers always do, first layers never (their rows, gathered from the training set, are
-#: read whole by the blocked kernel; over columns W4-b100's float32 epoch ran 0.85x).
+#: layers always do, and any layer whose step packs δ (``PACK_MIN_ROW_BYTES``); other
+#: first layers never (their rows, gathered from the training set, are read whole by the
+#: blocked kernel; over columns W4-b100's float32 epoch ran 0.85x).
 #: Against the parallel blocked kernel in a network's own buffers, 2 threads: W5's
 #: 512 -> 10 float64 1.15-1.18x, 512 -> 512 float64 0.91-0.92x (float32 1.17-1.21x).
 COLUMNS_FLOAT64_MAX_OUTPUTS = 16
