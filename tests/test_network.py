@@ -7,6 +7,7 @@ import pytest
 import fastbp
 from fastbp import reference as R
 from fastbp.datasets import load
+from fastbp.kernels import codes
 
 
 def _data(n=40, n_in=5, n_out=3, seed=0):
@@ -167,11 +168,14 @@ def test_fit_reads_training_data_that_is_its_own_weights_as_it_was(sizes, batch)
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("sizes,batch", [([784, 16, 16, 10], 100), ([7, 5, 3], 1), ([4, 4, 4, 1], 33),
-                                        ([30, 64, 64, 12], 100), ([50, 200, 12], 100)])
+                                        ([30, 64, 64, 12], 100), ([50, 200, 12], 100),
+                                        ([40, 300, 10], 100)])
 def test_thread_count_changes_no_bit(sizes, batch, dtype):
-    """Any thread count, bitwise the same gradients, training and outputs; the last two
-    networks' hidden layers take parallel gradient steps over columns and parallel BP2
-    over examples (COLUMNS), and their forward passes split examples among threads."""
+    """Any thread count, bitwise the same gradients, training and outputs; the last
+    three networks' hidden layers take parallel gradient steps over columns and parallel
+    BP2 over examples (COLUMNS), and their forward passes split examples among threads;
+    the last's first layer (and in float64 the one before's) packs δ and steps over
+    columns too."""
     rng = np.random.default_rng(0)
     X = rng.uniform(0, 1, (300, sizes[0]))
     y = rng.integers(0, sizes[-1], 300)
@@ -183,6 +187,9 @@ def test_thread_count_changes_no_bit(sizes, batch, dtype):
                                  cost="cross_entropy", dtype=dtype, seed=0)
             grads = net.gradients(X, y)
             net.fit(X, y, epochs=2, batch_size=batch, lr=0.05, momentum=0.9, seed=0)
+            if sizes == [40, 300, 10]:
+                par = net._kernel_args(batch)[1]
+                assert par[0, 4] and par[0, 2] == codes.COLUMNS
             results.append((grads[0] + grads[1], net.weights + net.biases, net.forward(X)))
     (g1, p1, o1), (g2, p2, o2) = results
     assert all(np.array_equal(a, b) for a, b in zip(g1, g2))
