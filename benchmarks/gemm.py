@@ -318,7 +318,8 @@ def layer_cases(w, dtype, rng, from_python=False):
                                                                       Z_prev, A_prev, r)
                         for W, _ in forms],
                        mads)
-            yield (l, "gradient", [lambda r: lambda: _gradient_loop(grd, *grad_args, panel, r)],
+            yield (l, "gradient",
+                   [lambda r: lambda: _gradient_loop(grd, *grad_args, panel, r)],
                    [lambda r, D=D: lambda: _dot_loop(D.T, A_c, outs[2], r) for _, D in forms],
                    [lambda r, D=D: lambda: _unfused_gradient_loop(D.T, A_c, *step_args, r)
                     for _, D in forms],

@@ -295,11 +295,10 @@ class Network:
         δ (``PACK_MIN_ROW_BYTES``, ``PACK_MIN_BYTES``), and in a hidden layer (l > 0)
         also in float32, and in float64 up to ``COLUMNS_FLOAT64_MAX_OUTPUTS`` neurons;
         other first layers' stay blocked (their rows, gathered from the training set,
-        are read whole). A parallel
-        BP2 the narrow kernel suits runs its parallel build (``COLUMNS``: threads split
-        the examples) in float32, and in float64 over inputs up to
-        ``COLUMNS_FLOAT64_MAX_INPUTS`` wide. The choices depend on shapes
-        and the dtype alone, never on the thread count.
+        are read whole). A parallel BP2 the narrow kernel suits runs its parallel build
+        (``COLUMNS``: threads split the examples) in float32, and in float64 over inputs
+        up to ``COLUMNS_FLOAT64_MAX_INPUTS`` wide. The choices depend on shapes and the
+        dtype alone, never on the thread count.
         Column 3 of the first layer's flags: whether its step feeds the next minibatch
         forward in the same region (``FUSE_MAX_BYTES``); column 4 of each layer's:
         whether its narrow gradient step first packs δ into the returned workspace
@@ -627,8 +626,8 @@ class Network:
                     else:
                         total = flat.train_epoch(
                             self._theta, grad, vel, sizes, X, Y, order, batch, hidden,
-                            output, cost, par, ident, zbuf, abuf, dbuf, pbuf, costs, real(lr),
-                            real(momentum), real(weight_decay),
+                            output, cost, par, ident, zbuf, abuf, dbuf, pbuf, costs,
+                            real(lr), real(momentum), real(weight_decay),
                         )
                 train_cost = total / n
                 # Each cost is measured before its step, so the last step of an epoch

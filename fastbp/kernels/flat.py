@@ -13,9 +13,9 @@ and its gradient step (columns 0, 1, 2: ``BLOCKED``, ``PARALLEL``, ``NARROW`` or
 BP2 and the gradient step, ``COLUMNS`` of :mod:`fastbp.kernels.codes`), and ``par[0, 3]``
 whether the first layer's SGD step feeds the next minibatch forward in the same
 parallel region, ``par[l, 4]`` whether layer l's narrow gradient step first packs δ
-into the workspace ``pbuf``: chosen from the shapes by the caller. The drivers never allocate: they
-are compiled without reference counting (``fastbp._config.NO_REFCOUNT``), so the views
-they slice cost no atomic operations.
+into the workspace ``pbuf``: chosen from the shapes by the caller. The drivers never
+allocate: they are compiled without reference counting (``fastbp._config.NO_REFCOUNT``),
+so the views they slice cost no atomic operations.
 """
 
 from numba import njit
@@ -175,8 +175,8 @@ def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cos
         nxt = min(start + batch, n)
         m_next = min(batch, n - nxt)
         ahead = backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output,
-                         cost, par, ident, zbuf, abuf, dbuf, pbuf, sample_costs, lr, momentum,
-                         decay, True, order[nxt:nxt + m_next], m_next)
+                         cost, par, ident, zbuf, abuf, dbuf, pbuf, sample_costs, lr,
+                         momentum, decay, True, order[nxt:nxt + m_next], m_next)
         for s in range(m):
             total += sample_costs[s]
     return total

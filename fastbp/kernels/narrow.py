@@ -407,7 +407,7 @@ def _gradient_columns(D, A_prev, rows, m, coef, C, add, gb, scale, kb0, kb1, pan
                 coefs, c_base, c_stride, c_inside = panel, j0 * m, GRADIENT_ROWS, m
             else:
                 coefs, c_base, c_stride = d_flat, j0, n_out
-                c_inside = _rows_inside(m, n_out, j0, 16)
+                c_inside = _rows_inside(D.shape[0], n_out, j0, 16)
             rest = n_out - j0
             # R a literal: each is its own body, its sums in registers
             if rest > 10:
