@@ -24,11 +24,15 @@ initial weights and on the same data:
   cross-entropy, or identity output with the quadratic cost.
 
 Each epoch shuffles the examples (each implementation with its own generator). All
-implementations are set up and run one untimed epoch first (compilation, thread
-pools), then they take turns, one epoch each per round, the starting one rotating, so
-that drift of the machine hits all alike. The table gives the median over the rounds,
-GFLOP/s from :meth:`Workload.flops_per_example`, and the speedup of fastbp over each
-peer (peer time / fastbp time).
+implementations are set up and run two untimed epochs first (compilation and thread
+pools, then a calibration epoch), then they take turns, one turn each per round, the
+starting one rotating, so that drift of the machine hits all alike. A turn trains as many
+consecutive epochs as last at least ``TURN`` (0.25 s) by the calibration epoch, so that
+an epoch of a few milliseconds is not timed alone right after a rest (see ``TURN``);
+``--quick`` turns are single epochs. The table gives the median over the rounds of the
+turns' seconds per epoch, the epochs per turn, GFLOP/s from
+:meth:`Workload.flops_per_example`, and the speedup of fastbp over each peer (peer time /
+fastbp time).
 
 ``--threads N`` sets fastbp's threads (``fastbp.threads``), the BLAS threads of NumPy and
 scikit-learn (threadpoolctl), ``torch.set_num_threads`` and, for N = 1, XLA's CPU thread
@@ -425,20 +429,37 @@ def machine_lines(threads, xla_note):
 # --- timing -----------------------------------------------------------------------------
 
 
-#: Seconds of rest before each timed epoch. Thread pools (OpenMP's, OpenBLAS's, XLA's)
+#: Seconds of rest before each timed turn. Thread pools (OpenMP's, OpenBLAS's, XLA's)
 #: spin for a while after their last task; on two cores a pool still spinning from the
 #: previous implementation would starve the next one.
 SETTLE = 0.3
 
+#: Shortest timed turn, in seconds. After a rest, or after other work, this machine runs
+#: the next few milliseconds of any code slowly (a serial Numba loop of 1 ms took 1.3-2x
+#: as long right after a 0.3 s sleep or a 0.3 s spin as back to back), so a turn of one
+#: 2 ms epoch measured mostly that. Each turn therefore trains as many consecutive epochs
+#: as fill TURN (from an untimed calibration epoch, at most MAX_EPOCHS_PER_TURN) and the
+#: sample is the turn's time divided by its epochs, as timeit and asv do.
+TURN = 0.25
+MAX_EPOCHS_PER_TURN = 200
 
-def measure_workload(workload, dtype, threads, repeat, quick, classes=None):
+
+def epochs_per_turn(seconds, turn=TURN):
+    """Consecutive epochs per timed turn for an epoch that took ``seconds``."""
+    if seconds <= 0 or not np.isfinite(seconds):
+        return MAX_EPOCHS_PER_TURN
+    return int(min(MAX_EPOCHS_PER_TURN, max(1, np.ceil(turn / seconds))))
+
+
+def measure_workload(workload, dtype, threads, repeat, quick, classes=None, turn=TURN):
     """Seconds per epoch of every implementation on one workload and dtype.
 
     Returns
     -------
     n : int, the examples per epoch.
-    rows : list of (name, samples or None, note), in IMPLEMENTATIONS order; samples are
-        the timed epochs in seconds, note says why there are none or flags a divergence.
+    rows : list of (name, samples or None, epochs, note), in IMPLEMENTATIONS order;
+        samples are the timed turns' seconds per epoch, epochs the epochs per turn, note
+        says why there are no samples or flags a divergence.
     """
     n = workload.examples(quick)
     X, Y, labels = workload.data(dtype, n)
@@ -453,38 +474,46 @@ def measure_workload(workload, dtype, threads, repeat, quick, classes=None):
         else:
             impls.append(got)
     times = {impl.name: [] for impl in impls}
+    epochs = {impl.name: 1 for impl in impls}
     running = list(impls)
 
-    def attempt(impl, timed):
+    def attempt(impl):
+        """Seconds per epoch of one turn of ``impl``, or None when it failed."""
         time.sleep(SETTLE)  # let the previous implementation's idle threads stop spinning
         try:
+            k = epochs[impl.name]
             start = time.perf_counter()
-            impl.epoch()
-            elapsed = time.perf_counter() - start
+            for _ in range(k):
+                impl.epoch()
+            return (time.perf_counter() - start) / k
         except Exception as e:  # noqa: BLE001  a failing peer must not stop the others
             notes[impl.name] = f"failed: {type(e).__name__}: {e}".splitlines()[0][:120]
             traceback.print_exc(file=sys.stderr)
             running.remove(impl)
-            return
-        if timed:
-            times[impl.name].append(elapsed)
+            return None
 
-    for impl in list(running):  # warm-up epoch, untimed
-        attempt(impl, timed=False)
+    for impl in list(running):  # warm-up epoch, untimed, then the calibration epoch
+        if attempt(impl) is not None:
+            seconds = attempt(impl)
+            if seconds is not None:
+                epochs[impl.name] = epochs_per_turn(seconds, turn)
     for r in range(repeat):
         k = r % max(len(running), 1)
         for impl in running[k:] + running[:k]:
             if impl in running:
-                attempt(impl, timed=True)
+                seconds = attempt(impl)
+                if seconds is not None:
+                    times[impl.name].append(seconds)
     rows = []
     for cls in classes:
         samples = times.get(cls.name)
         if cls.name in notes or not samples:
-            rows.append((cls.name, None, notes.get(cls.name, "no samples")))
+            rows.append((cls.name, None, 0, notes.get(cls.name, "no samples")))
             continue
         impl = next(i for i in impls if i.name == cls.name)
         finite = all(np.isfinite(p).all() for ps in impl.params() for p in ps)
-        rows.append((cls.name, samples, "" if finite else "diverged (non-finite weights)"))
+        rows.append((cls.name, samples, epochs[cls.name],
+                     "" if finite else "diverged (non-finite weights)"))
     return n, rows
 
 
@@ -495,31 +524,33 @@ def _fmt_seconds(s):
 def markdown(results, threads, repeat):
     head = [
         (
-            f"Seconds per epoch, median of {repeat} rounds, {threads} thread(s); spread = "
-            "(max - min) / median; speedup = peer time / fastbp time."
+            f"Seconds per epoch, median of {repeat} rounds, {threads} thread(s); each round "
+            "times one turn of every implementation, a turn being the consecutive epochs "
+            "(epochs column) that fill at least TURN seconds; spread = (max - min) / median; "
+            "speedup = peer time / fastbp time."
         ),
         "",
         (
             "| workload | network | batch | examples | dtype | implementation | s/epoch "
-            "| spread | GFLOP/s | fastbp speedup |"
+            "| spread | epochs | GFLOP/s | fastbp speedup |"
         ),
-        "|---|---|---:|---:|---|---|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|",
     ]
     lines = []
     for w, dtype, n, rows in results:
-        medians = {name: float(np.median(s)) for name, s, note in rows if s and not note}
+        medians = {name: float(np.median(s)) for name, s, _, note in rows if s and not note}
         base = medians.get("fastbp")
         net = "-".join(map(str, w.sizes)) + f" {w.hidden}/{w.output} {w.cost}"
-        for name, samples, note in rows:
+        for name, samples, epochs, note in rows:
             cells = [w.name, net, str(w.batch), str(n), dtype, name]
             if samples is None or note:
-                cells += [note or "", "", "", ""]
+                cells += [note or "", "", "", "", ""]
             else:
                 med = float(np.median(samples))
                 spread = (max(samples) - min(samples)) / med * 100
                 gflops = w.flops_per_epoch(n) / med / 1e9
                 speed = "—" if name == "fastbp" else (f"{med / base:.2f}×" if base else "")
-                cells += [_fmt_seconds(med), f"{spread:.0f}%", f"{gflops:.3g}", speed]
+                cells += [_fmt_seconds(med), f"{spread:.0f}%", str(epochs), f"{gflops:.3g}", speed]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(head + lines)
 
@@ -592,11 +623,11 @@ def parse_args(argv=None):
     keys = [cls.key for cls in IMPLEMENTATIONS]
     p.add_argument("--impls", default=",".join(keys),
                    help=f"comma-separated implementations to time (default all: {','.join(keys)})")
-    p.add_argument("--repeat", type=int, default=5, help="timed epochs per implementation")
+    p.add_argument("--repeat", type=int, default=5, help="timed turns (rounds) per implementation")
     p.add_argument("--threads", type=int, default=numba.config.NUMBA_NUM_THREADS,
                    help="threads for every implementation (default: NUMBA_NUM_THREADS)")
     p.add_argument("--quick", action="store_true",
-                   help=f"at most {wl.QUICK_EXAMPLES} examples per epoch")
+                   help=f"at most {wl.QUICK_EXAMPLES} examples per epoch, one epoch per turn")
     p.add_argument("--check", action="store_true",
                    help="only compare one epoch of every peer with fastbp on a few examples")
     p.add_argument("--output", default=None, help="also write the Markdown table to this file")
@@ -649,7 +680,8 @@ def main(argv=None):
             for dtype in args.dtypes:
                 print(f"timing {w.name} {dtype} ...", file=sys.stderr, flush=True)
                 classes = [cls for cls in IMPLEMENTATIONS if cls.key in args.impls]
-                n, rows = measure_workload(w, dtype, threads, args.repeat, args.quick, classes)
+                n, rows = measure_workload(w, dtype, threads, args.repeat, args.quick, classes,
+                                           turn=0.0 if args.quick else TURN)
                 results.append((w, dtype, n, rows))
         table = markdown(results, threads, args.repeat)
     print("## Seconds per epoch\n")
