@@ -250,7 +250,8 @@ def layer_cases(w, dtype, rng, from_python=False):
         fwd = (kernels.forward_ser, kernels.forward_par, kernels.forward_narrow)[par[l, 0]]
         bwd = {codes.BLOCKED: kernels.backward_ser, codes.PARALLEL: kernels.backward_par,
                codes.NARROW: kernels.backward_narrow,
-               codes.COLUMNS: kernels.backward_columns}[par[l, 1]]
+               codes.COLUMNS: kernels.backward_columns,
+               codes.PACKED: kernels.backward_packed}[par[l, 1]]
         grd = {codes.PARALLEL: kernels.gradient_step_par,
                codes.NARROW: kernels.gradient_step_narrow,
                codes.COLUMNS: kernels.gradient_step_columns}[par[l, 2]]

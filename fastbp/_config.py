@@ -153,12 +153,24 @@ COLUMNS_FLOAT64_MAX_OUTPUTS = 16
 
 #: Widest input (n_{l-1}) over which a float64 layer's parallel BP2 runs the narrow
 #: kernel's parallel build (``COLUMNS``: threads split the minibatch) where the narrow
-#: kernel suits the layer (``NARROW_*``); float32 layers always do. Against the parallel
-#: blocked kernel, 2 threads, ReLU, 100-128 examples: float64 over 100 inputs
-#: 1.10-1.22x (10 and 100 neurons), 200 inputs 0.97x (16 neurons), 512 inputs 0.97x (10
-#: neurons) and 0.60x (512); float32 0.90-1.43x (512 -> 512 1.43x, 512 -> 10 1.12x,
-#: 100 -> 10 1.19x, 200 -> 16 0.90x).
+#: kernel suits the layer (``NARROW_*``) and its neurons are more than
+#: ``COLUMNS_FLOAT64_MAX_OUTPUTS``; float32 layers, and float64 layers of at most that
+#: many neurons, always do. Against the parallel blocked kernel, 2 threads, ReLU,
+#: 100-128 examples: float64 over 100 inputs 1.10-1.22x (10 and 100 neurons), 512
+#: inputs 0.93x (32 neurons) and 0.60-0.71x (512); over 200 and 512 inputs 1.13-1.45x
+#: for 10-16 neurons (in a network's own buffers; 0.97x in earlier kernels); float32
+#: 0.90-1.43x (512 -> 512 1.43x, 512 -> 10 1.12x, 100 -> 10 1.19x, 200 -> 16 0.90x).
 COLUMNS_FLOAT64_MAX_INPUTS = 128
+
+#: Fewest neurons (n_l) from which a parallel BP2 runs the narrow kernel's parallel
+#: build over copied blocks of W's columns (``PACKED``,
+#: :func:`fastbp.kernels.narrow.backward_packed`), any dtype. Kernel A/B in a network's
+#: own buffers, 2 threads, 128 examples over 512 inputs, against the best of the blocked
+#: kernel and ``COLUMNS``: float64 32 neurons 0.96x, 64 1.07x, 128 1.32x, 256 1.44x, 512
+#: 1.65x; float32 32 neurons 0.76x, 64 1.14x, 128 1.38x, 512 1.64x; 512 -> 512 over 10
+#: and 32 examples 1.18-1.34x; 256 neurons over 100 inputs 1.12x (float64), 0.97x
+#: (float32). 10 neurons 0.4-0.6x.
+PACK_BACKWARD_MIN_OUTPUTS = 64
 
 #: Bytes of a row of δ (n_l × itemsize) and of all of δ (batch × n_l × itemsize) from
 #: which a layer's narrow gradient step (serial or ``COLUMNS``) first packs δ into panels

@@ -21,6 +21,7 @@ from ._config import (
     NARROW_BACKWARD_MIN_OUTPUTS,
     NARROW_MAX_WIDTH,
     NARROW_SERIAL_MAX_BYTES,
+    PACK_BACKWARD_MIN_OUTPUTS,
     PACK_MIN_BYTES,
     PACK_MIN_ROW_BYTES,
     PARALLEL_MIN_WORK,
@@ -295,10 +296,13 @@ class Network:
         δ (``PACK_MIN_ROW_BYTES``, ``PACK_MIN_BYTES``), and in a hidden layer (l > 0)
         also in float32, and in float64 up to ``COLUMNS_FLOAT64_MAX_OUTPUTS`` neurons;
         other first layers' stay blocked (their rows, gathered from the training set,
-        are read whole). A parallel BP2 the narrow kernel suits runs its parallel build
-        (``COLUMNS``: threads split the examples) in float32, and in float64 over inputs
-        up to ``COLUMNS_FLOAT64_MAX_INPUTS`` wide. The choices depend on shapes and the
-        dtype alone, never on the thread count.
+        are read whole). A parallel BP2 of ``PACK_BACKWARD_MIN_OUTPUTS`` neurons or more
+        runs the narrow kernel's parallel build over copied blocks of W's columns
+        (``PACKED``); one of fewer that the narrow kernel suits its parallel build over
+        the examples (``COLUMNS``) in float32, and in float64 over inputs up to
+        ``COLUMNS_FLOAT64_MAX_INPUTS`` wide or of up to ``COLUMNS_FLOAT64_MAX_OUTPUTS``
+        neurons. The choices depend on shapes and the dtype alone, never on the thread
+        count.
         Column 3 of the first layer's flags: whether its step feeds the next minibatch
         forward in the same region (``FUSE_MAX_BYTES``); column 4 of each layer's:
         whether its narrow gradient step first packs δ into the returned workspace
@@ -323,13 +327,17 @@ class Network:
             # where a parallel kernel runs the narrow kernel's parallel build instead
             columns = (
                 False,
-                narrow[1] and l > 0 and (itemsize == 4 or n_in <= COLUMNS_FLOAT64_MAX_INPUTS),
+                narrow[1] and l > 0 and (itemsize == 4 or n_in <= COLUMNS_FLOAT64_MAX_INPUTS
+                                         or n_out <= COLUMNS_FLOAT64_MAX_OUTPUTS),
                 packs or l > 0 and (itemsize == 4 or n_out <= COLUMNS_FLOAT64_MAX_OUTPUTS),
             )
             for c in range(3):
                 par[l, c] = (codes.NARROW if narrow[c] and (serial or not parallel[c]) else
                              codes.COLUMNS if parallel[c] and columns[c] else
                              codes.PARALLEL if parallel[c] else codes.BLOCKED)
+            if (l > 0 and par[l, 1] in (codes.PARALLEL, codes.COLUMNS)
+                    and n_out >= PACK_BACKWARD_MIN_OUTPUTS):
+                par[l, 1] = codes.PACKED
             par[l, 4] = packs and par[l, 2] in (codes.NARROW, codes.COLUMNS)
         par[0, 3] = (par[0, 2] == codes.PARALLEL
                      and batch * self.sizes[0] * itemsize <= FUSE_MAX_BYTES)

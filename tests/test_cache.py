@@ -133,7 +133,8 @@ CACHEABLE = textwrap.dedent(
         y = rng.integers(0, sizes[-1], 2 * batch) if sizes[-1] > 1 else rng.random(2 * batch)
         net.fit(X, y, epochs=1, batch_size=batch, lr=0.1, momentum=0.5)
         net.gradients(X, y)
-    assert seen == {codes.BLOCKED, codes.PARALLEL, codes.NARROW, codes.COLUMNS}, seen
+    assert seen == {codes.BLOCKED, codes.PARALLEL, codes.NARROW, codes.COLUMNS,
+                    codes.PACKED}, seen
     print("ok")
     """
 )

@@ -476,25 +476,65 @@ def test_forward_narrow(act, dtype, m, n_out, n_in, rng):
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 10, 17, 70])
 @pytest.mark.parametrize("n_out", [1, 6, 16])
 @pytest.mark.parametrize("n_in", NARROW_INPUTS)
-@pytest.mark.parametrize("kernel", ["narrow", "columns"])
+@pytest.mark.parametrize("kernel", ["narrow", "columns", "packed"])
 def test_backward_narrow(kernel, act, dtype, m, n_out, n_in, rng):
     """BP2 over narrow inputs (rows of 16 or 32 lanes, the last row of W copied to the
-    stack), serial and parallel over parts of the examples, in groups of eight, four and
-    two examples (m = 70: parts of 8-12 examples): the reference's values, and no element
-    read or written past any array (each ends at an inaccessible page) nor past the m
-    rows of δ^{l-1}."""
+    stack), serial, parallel over parts of the examples and parallel over copied blocks
+    of W's columns, in groups of eight, four and two examples (m = 70: parts of 8-12
+    examples): the reference's values, and no element read or written past any array
+    (each ends at an inaccessible page) nor past the m rows of δ^{l-1}."""
     D = _guarded(rng.normal(0, 1, (m, n_out)).astype(dtype))
     W = _guarded(rng.normal(0, 1, (n_out, n_in)).astype(dtype))
     Zp = _guarded(rng.normal(0, 1, (m + 1, n_in)).astype(dtype))
     Ap = _guarded(R.ACTIVATIONS[act](np.asarray(Zp, float)).astype(dtype))
     Dp = _guarded(np.full((m + 1, n_in), np.nan, dtype))
-    bwd = K.backward_narrow if kernel == "narrow" else K.backward_columns
+    bwd = {"narrow": K.backward_narrow, "columns": K.backward_columns,
+           "packed": K.backward_packed}[kernel]
     bwd(D, W, Zp, Ap, K.ACTIVATION_CODES[act], m, Dp)
     d, w, zp, ap = (np.asarray(v, float) for v in (D, W, Zp[:m], Ap[:m]))
     sp = R.DERIVATIVES[act](zp, ap)
     assert_close(Dp[:m], (d @ w) * sp, dtype, "BP2",
                  magnitude=(np.abs(d) @ np.abs(w)) * np.abs(sp))
     assert np.isnan(Dp[m:]).all()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["sigmoid", "relu"])
+@pytest.mark.parametrize("m", [1, 9, 21])
+@pytest.mark.parametrize("n_out", [64, 257, 513, 1100])
+@pytest.mark.parametrize("n_in", [8, 17, 40])
+def test_backward_packed_runs(act, dtype, m, n_out, n_in, rng):
+    """BP2 over copied blocks of W's columns where a block's rows take several copies
+    (``narrow.W_PANEL``: 256 rows of 32 float32 or 512 of 16 float64 at a time; 1100
+    rows: three runs in float64, five in float32), the sums carried from run to run in
+    δ^{l-1}'s rows: the reference's values, bit for bit those of the serial narrow
+    kernel (one run, the same order of sums), also where δ holds ±inf and NaN, and no
+    element read or written past any array nor past the m rows of δ^{l-1}."""
+    from fastbp.kernels import narrow
+
+    runs = -(-n_out // (narrow.W_PANEL // (64 // np.dtype(dtype).itemsize * 2)))
+    assert (runs > 1) == (n_out > (256 if dtype == "float32" else 512))
+    D = rng.normal(0, 1, (m, n_out)).astype(dtype)
+    W = _guarded(rng.normal(0, 1, (n_out, n_in)).astype(dtype))
+    Zp = _guarded(rng.normal(0, 1, (m + 1, n_in)).astype(dtype))
+    Ap = _guarded(R.ACTIVATIONS[act](np.asarray(Zp, float)).astype(dtype))
+    code = K.ACTIVATION_CODES[act]
+    Dp = _guarded(np.full((m + 1, n_in), np.nan, dtype))
+    K.backward_packed(_guarded(D), W, Zp, Ap, code, m, Dp)
+    d, w, zp, ap = (np.asarray(v, float) for v in (D, W, Zp[:m], Ap[:m]))
+    sp = R.DERIVATIVES[act](zp, ap)
+    assert_close(Dp[:m], (d @ w) * sp, dtype, "BP2",
+                 magnitude=(np.abs(d) @ np.abs(w)) * np.abs(sp))
+    assert np.isnan(Dp[m:]).all()
+    D.flat[rng.choice(D.size, min(D.size, 3), replace=False)] = [np.inf, -np.inf, np.nan][
+        :min(D.size, 3)]
+    D, serial = _guarded(D), np.full((m, n_in), np.nan, dtype)
+    K.backward_packed(D, W, Zp, Ap, code, m, Dp)
+    K.backward_narrow(D, W, Zp, Ap, code, m, serial)
+    assert np.isnan(serial).any()
+    bits = f"u{Dp.itemsize}"
+    assert np.array_equal(Dp[:m].view(bits), serial.view(bits))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
@@ -538,8 +578,9 @@ def test_narrow_kernels_are_chosen_by_shape():
     run in parallel, up to 524288 bytes of it. Parallel gradient steps of hidden layers
     run the narrow kernel's parallel build (COLUMNS) in float32, and in float64 for 16
     neurons or fewer; the first layer's run the blocked one. Parallel BP2 the narrow
-    kernel suits runs its parallel build in float32, and in float64 over inputs up to
-    128 wide. Gradient steps whose δ has rows of 1024 bytes or more and takes 32768
+    kernel suits runs its parallel build over the examples in float32, and in float64
+    over inputs up to 128 wide or of up to 16 neurons; parallel BP2 of 64 neurons or
+    more its parallel build over copied blocks of W's columns (PACKED). Gradient steps whose δ has rows of 1024 bytes or more and takes 32768
     bytes or more pack it, and run the parallel build where they run in parallel, first
     layers too. The thread count
     plays no part."""
@@ -571,11 +612,20 @@ def test_narrow_kernels_are_chosen_by_shape():
         assert pbuf.size == (batch * n_out if code == codes.COLUMNS else 0)
     par = fastbp.Network([784, 512, 512, 10], dtype="float64")._kernel_args(128)[1]
     assert (par[:2, 2] == codes.COLUMNS).all() and par[:2, 4].all() and not par[2, 4]
-    # 10 neurons over 200 inputs, 100 examples: parallel BP2 over examples in float32
-    # only (float64's 200-wide rows stay on the blocked kernel)
-    for dtype, code in (("float32", codes.COLUMNS), ("float64", codes.PARALLEL)):
-        par = fastbp.Network([784, 200, 10], dtype=dtype)._kernel_args(100)[1]
-        assert par[1, 1] == code
+    assert par[1, 1] == codes.PACKED and par[2, 1] == codes.COLUMNS
+    # 10 neurons over 200 inputs, 100 examples: parallel BP2 over examples; 17-32 over
+    # 200 inputs in float32 only (float64's 200-wide rows stay on the blocked kernel);
+    # 64 neurons or more over copied blocks of W's columns in both
+    for dtype in DTYPES:
+        for n_out, code in ((10, codes.COLUMNS), (16, codes.COLUMNS),
+                            (17, codes.COLUMNS if dtype == "float32" else codes.PARALLEL),
+                            (63, codes.COLUMNS if dtype == "float32" else codes.PARALLEL),
+                            (64, codes.PACKED), (300, codes.PACKED)):
+            par = fastbp.Network([784, 200, n_out], dtype=dtype)._kernel_args(100)[1]
+            assert par[1, 1] == code, (dtype, n_out)
+        # serial where the work is small (24 x 64 x 64 float32 multiply-adds: 393 KB)
+        par = fastbp.Network([10, 64, 64], dtype=dtype)._kernel_args(24)[1]
+        assert par[1, 1] == (codes.NARROW if dtype == "float32" else codes.PACKED)
     # 16 neurons over 32 inputs: serial up to 256 examples in float32, 128 in float64
     for dtype, batch, code in (("float32", 256, codes.NARROW), ("float32", 257, codes.PARALLEL),
                                ("float64", 128, codes.NARROW), ("float64", 129, codes.PARALLEL)):
@@ -887,7 +937,7 @@ def test_forward_sums_run_in_the_documented_order(dtype, kernel):
 
 
 @pytest.mark.parametrize("act", ["identity", "sigmoid", "tanh", "relu"])
-@pytest.mark.parametrize("kernel", ["blocked", "narrow", "columns"])
+@pytest.mark.parametrize("kernel", ["blocked", "narrow", "columns", "packed"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bp2_sums_run_in_the_documented_order(dtype, kernel, act):
     """δ^{l-1}_sk bit for bit as documented: Σ_j w_jk δ_sj from 0 in ascending order of j,
@@ -907,7 +957,7 @@ def test_bp2_sums_run_in_the_documented_order(dtype, kernel, act):
     A_prev = R.ACTIVATIONS[act](Z_prev).astype(dtype)
     D_prev = np.empty((m, n_in), dtype)
     bwd = {"blocked": K.backward_ser, "narrow": K.backward_narrow,
-           "columns": K.backward_columns}[kernel]
+           "columns": K.backward_columns, "packed": K.backward_packed}[kernel]
     bwd(D, W, Z_prev, A_prev, K.ACTIVATION_CODES[act], m, D_prev)
     sums = np.empty_like(D_prev)
     for s in range(m):

@@ -32,6 +32,7 @@ with kernel_cache():
     from .narrow import (
         backward_columns,
         backward_narrow,
+        backward_packed,
         forward_narrow,
         gradient_step_columns,
         gradient_step_narrow,
@@ -66,6 +67,7 @@ __all__ = [
     "TANH",
     "backward_columns",
     "backward_narrow",
+    "backward_packed",
     "backward_par",
     "backward_ser",
     "flat",

@@ -10,7 +10,8 @@ depth uses the same compiled code.
 
 ``par[l]`` holds, for layer l, which kernel runs its forward pass, its backward (BP2)
 and its gradient step (columns 0, 1, 2: ``BLOCKED``, ``PARALLEL``, ``NARROW`` or, for
-BP2 and the gradient step, ``COLUMNS`` of :mod:`fastbp.kernels.codes`), and ``par[0, 3]``
+BP2 and the gradient step, ``COLUMNS``, for BP2 also ``PACKED``, of
+:mod:`fastbp.kernels.codes`), and ``par[0, 3]``
 whether the first layer's SGD step feeds the next minibatch forward in the same
 parallel region, ``par[l, 4]`` whether layer l's narrow gradient step first packs δ
 into the workspace ``pbuf``: chosen from the shapes by the caller. The drivers never
@@ -30,10 +31,11 @@ from .blocked import (
     output_delta_cost,
     step_forward_par,
 )
-from .codes import COLUMNS, NARROW, PARALLEL
+from .codes import COLUMNS, NARROW, PACKED, PARALLEL
 from .narrow import (
     backward_columns,
     backward_narrow,
+    backward_packed,
     forward_narrow,
     gradient_step_columns,
     gradient_step_narrow,
@@ -129,6 +131,8 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
                 backward_narrow(D, W, Z_prev, A_prev, hidden, m, D_prev)
             elif par[l, 1] == COLUMNS:
                 backward_columns(D, W, Z_prev, A_prev, hidden, m, D_prev)
+            elif par[l, 1] == PACKED:
+                backward_packed(D, W, Z_prev, A_prev, hidden, m, D_prev)
             else:
                 backward_ser(D, W, Z_prev, A_prev, hidden, m, D_prev)
         b = theta[bo:bo + n_out]

@@ -232,6 +232,137 @@ def backward_columns(D, W, Z_prev, A_prev, act_prev, m, D_prev):
         _backward_rows(D, W, Z_prev, A_prev, act_prev, m, D_prev, s_lo, s_hi, zero)
 
 
+#: Elements of :func:`backward_packed`'s copy of a block of W's columns (on the stack,
+#: 64 KB of float64): 512 rows of 16 float64 or 256 of 32 float32 at a time. Half and
+#: twice as many ran W5's 512 -> 512 BP2 within 15% of this (float64 598 and 609 µs
+#: against 626, float32 266 and 278 against 234; 2 threads, one run).
+W_PANEL = 8192
+
+
+@njit(inline="always", **SERIAL)
+def _pack_columns(W, j_lo, j_hi, k0, n, w, panel):
+    """Rows j_lo <= j < j_hi of W's columns k0 .. k0 + w - 1 into ``panel``, row j at
+    (j - j_lo) w: their first n elements are W's (the lanes past them whatever follows
+    in W, or zeros where a read would leave W; their sums are never stored)."""
+    n_in = W.shape[1]
+    w_flat = flat(W)
+    inside = min(max(_rows_inside(W.shape[0], n_in, k0, w), j_lo), j_hi)
+    for j in range(j_lo, inside):
+        row_copy(panel, (j - j_lo) * w, w_flat, j * n_in + k0, w)
+    for j in range(inside, j_hi):
+        load_prefix(panel, (j - j_lo) * w, w_flat, j * n_in + k0, n, w)
+
+
+@njit(inline="always", **SERIAL)
+def _packed_sums(D, panel, j_lo, j_hi, s0, s1, s2, s3, acc, w, R, d, off, stride, n,
+                 zero):
+    """:func:`_backward_sums` over the rows j_lo <= j < j_hi, from their packed block
+    of columns of W; from zero when j_lo = 0, else from the sums so far, stored in the
+    examples' rows of d (at s stride + off, n elements)."""
+    if j_lo == 0:
+        for i in range(R):
+            row_fill(acc, i * WIDTH, zero, w)
+    elif R == 8:
+        for i in range(8):
+            load_prefix(acc, i * WIDTH, d, (s0 + i) * stride + off, n, w)
+    else:
+        load_prefix(acc, 0, d, s0 * stride + off, n, w)
+        load_prefix(acc, WIDTH, d, s1 * stride + off, n, w)
+        load_prefix(acc, 2 * WIDTH, d, s2 * stride + off, n, w)
+        load_prefix(acc, 3 * WIDTH, d, s3 * stride + off, n, w)
+    for j in range(j_lo, j_hi):
+        _add_row(acc, panel, (j - j_lo) * w, D, j, s0, s1, s2, s3, w, R)
+
+
+@njit(inline="always", **SERIAL)
+def _packed_block(D, W, panel, m, k0, D_prev, Z_prev, A_prev, act_prev, acc, w, zero):
+    """Columns k0 .. k0 + w - 1 (those < n_{l-1}) of δ^{l-1}'s first m rows, as
+    :func:`_backward_columns` sums them, from copies of that block of W's columns: each
+    run of ``W_PANEL // w`` rows j is copied to ``panel``, then every example's sums
+    carried over those j, eight examples at a time (the last block four, its missing
+    ones repeating its last), from run to run in the rows of δ^{l-1}, and stored times
+    σ' after the last run."""
+    n_out, n_in = W.shape
+    n = min(w, n_in - k0)
+    d_flat, z_flat, a_flat = flat(D_prev), flat(Z_prev), flat(A_prev)
+    s_8 = m // 8 * 8
+    run = W_PANEL // w
+    for j_lo in range(0, n_out, run):
+        j_hi = min(j_lo + run, n_out)
+        _pack_columns(W, j_lo, j_hi, k0, n, w, panel)
+        last = j_hi == n_out
+        for s0 in range(0, s_8, 8):
+            _packed_sums(D, panel, j_lo, j_hi, s0, s0, s0, s0, acc, w, 8, d_flat, k0, n_in,
+                         n, zero)
+            if last:
+                _store_rows(d_flat, k0, n_in, s0, s0, s0, s0, acc, n, w, 8, act_prev,
+                            z_flat, a_flat)
+            else:
+                _store_rows(d_flat, k0, n_in, s0, s0, s0, s0, acc, n, w, 8, None, z_flat,
+                            a_flat)
+        for s0 in range(s_8, m, 4):
+            s1 = min(s0 + 1, m - 1)
+            s2 = min(s0 + 2, m - 1)
+            s3 = min(s0 + 3, m - 1)
+            _packed_sums(D, panel, j_lo, j_hi, s0, s1, s2, s3, acc, w, 4, d_flat, k0, n_in,
+                         n, zero)
+            if last:
+                _store_rows(d_flat, k0, n_in, s0, s1, s2, s3, acc, n, w, 4, act_prev,
+                            z_flat, a_flat)
+            else:
+                _store_rows(d_flat, k0, n_in, s0, s1, s2, s3, acc, n, w, 4, None, z_flat,
+                            a_flat)
+
+
+@njit(**NOALIAS)
+def _backward_packed(D, W, Z_prev, A_prev, act_prev, m, D_prev, kb0, kb1, zero):
+    """The blocks of columns kb0 <= kb < kb1 (128 bytes each; the last one register's
+    where its columns fit, as in :func:`_backward_rows`) of δ^{l-1}'s first m rows, each
+    by :func:`_packed_block`: a share of :func:`backward_packed`. Compiled once, not
+    inlined, as :func:`_backward_rows`."""
+    acc = scratch(SUMS, zero)
+    panel = scratch(W_PANEL, zero)
+    n_in = W.shape[1]
+    one = register_lanes(zero, 1)
+    two = register_lanes(zero, 2)
+    for kb in range(kb0, kb1):
+        k0 = kb * two
+        if n_in - k0 <= one:
+            _packed_block(D, W, panel, m, k0, D_prev, Z_prev, A_prev, act_prev, acc, one,
+                          zero)
+        else:
+            _packed_block(D, W, panel, m, k0, D_prev, Z_prev, A_prev, act_prev, acc, two,
+                          zero)
+
+
+@njit(**PARALLEL)
+def backward_packed(D, W, Z_prev, A_prev, act_prev, m, D_prev):
+    """BP2 as :func:`backward_narrow` (the same sums in the same order, so the same
+    bits), in parallel over blocks of columns k (128 bytes each; the threads share out
+    up to :data:`BACKWARD_PARTS` runs of them), each block of W's columns first copied
+    to the stack, :data:`W_PANEL` elements at a time, and then read by every example.
+
+    In place, a block's rows of W lie n_{l-1} elements apart (4 KB for 512 float64
+    inputs: each in another page and all in the same few sets of the first- and
+    second-level caches), and every example's sums read them all again: the 512 -> 512
+    BP2 over 128 examples, 2 threads, in a network's own buffers, ran at 43 GFLOP/s
+    (float64, examples shared out, :func:`backward_columns`) and 61 (the blocked
+    kernel), 101 with the copies; float32 148 and 137, 243 with them. From the copies
+    each run's sums go eight examples at a time (16 registers of sums; four at a time
+    ran 0.81x in float64, 0.93x in float32). A layer of a few neurons repays no copy: 10 neurons, 0.4-0.6x
+    (``PACK_BACKWARD_MIN_OUTPUTS``). Same arguments as
+    :func:`fastbp.kernels.blocked.backward_par`.
+    """
+    zero = W.dtype.type(0)
+    two = register_lanes(zero, 2)
+    n_blocks = (W.shape[1] + two - 1) // two
+    parts = min(BACKWARD_PARTS, n_blocks)
+    for p in prange(parts):
+        p = np.int64(p)
+        _backward_packed(D, W, Z_prev, A_prev, act_prev, m, D_prev,
+                         p * n_blocks // parts, (p + 1) * n_blocks // parts, zero)
+
+
 @njit(inline="always", **SERIAL)
 def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w):
     """Z's first m rows: b + Σ_k a_{rows[s],k} W^T[k], four examples at a time."""
