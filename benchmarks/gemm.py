@@ -247,7 +247,9 @@ def layer_cases(w, dtype, rng, from_python=False):
         else:
             A_prev, rows = block(abuf, l - 1, n_in), ident
             Z_prev, D_prev = block(zbuf, l - 1, n_in), block(dbuf, l - 1, n_in)
-        fwd = (kernels.forward_ser, kernels.forward_par, kernels.forward_narrow)[par[l, 0]]
+        fwd = {codes.BLOCKED: kernels.forward_ser, codes.PARALLEL: kernels.forward_par,
+               codes.NARROW: kernels.forward_narrow,
+               codes.PACKED: kernels.forward_packed}[par[l, 0]]
         bwd = {codes.BLOCKED: kernels.backward_ser, codes.PARALLEL: kernels.backward_par,
                codes.NARROW: kernels.backward_narrow,
                codes.COLUMNS: kernels.backward_columns,

@@ -185,6 +185,18 @@ PACK_BACKWARD_MIN_OUTPUTS = 64
 PACK_MIN_ROW_BYTES = 1024
 PACK_MIN_BYTES = 32768
 
+#: Bytes of a row of z (n_l × itemsize: 128 float64 or 256 float32 neurons, eight
+#: blocks of two registers' lanes) and fewest examples from which a parallel forward
+#: pass runs the narrow kernel's parallel build over copied blocks of W^T's columns
+#: (``PACKED``, :func:`fastbp.kernels.narrow.forward_packed`), unless the first layer's
+#: runs in its SGD step's region (``FUSE_MAX_BYTES``). Kernel A/B against the parallel
+#: blocked kernel in a network's own buffers, 2 threads, 784 inputs over 128 examples:
+#: float64 100 neurons 1.04x, 128 1.37x, 256 1.36x, 512 1.42x (512 -> 512 1.41x);
+#: float32 100 neurons 0.87x, 128 1.04x, 256 1.34x, 512 1.46x (512 -> 512 1.47x); 16
+#: neurons 0.48-0.86x. 784 -> 512 over 32 examples 1.06-1.11x, over 10 0.72-0.76x.
+PACK_FORWARD_MIN_ROW_BYTES = 1024
+PACK_FORWARD_MIN_BATCH = 32
+
 #: Smallest minibatch whose serial forward pass runs the narrow kernel
 #: (:func:`fastbp.kernels.narrow.forward_narrow`), for layers of 9 to 16 neurons
 #: (``NARROW_FORWARD_OUTPUTS``) over inputs up to ``NARROW_MAX_WIDTH`` wide: each call

@@ -22,6 +22,8 @@ from ._config import (
     NARROW_MAX_WIDTH,
     NARROW_SERIAL_MAX_BYTES,
     PACK_BACKWARD_MIN_OUTPUTS,
+    PACK_FORWARD_MIN_BATCH,
+    PACK_FORWARD_MIN_ROW_BYTES,
     PACK_MIN_BYTES,
     PACK_MIN_ROW_BYTES,
     PARALLEL_MIN_WORK,
@@ -301,8 +303,11 @@ class Network:
         (``PACKED``); one of fewer that the narrow kernel suits its parallel build over
         the examples (``COLUMNS``) in float32, and in float64 over inputs up to
         ``COLUMNS_FLOAT64_MAX_INPUTS`` wide or of up to ``COLUMNS_FLOAT64_MAX_OUTPUTS``
-        neurons. The choices depend on shapes and the dtype alone, never on the thread
-        count.
+        neurons. A parallel forward pass of layers whose rows of z take
+        ``PACK_FORWARD_MIN_ROW_BYTES`` or more, over ``PACK_FORWARD_MIN_BATCH`` examples or
+        more, runs the narrow kernel's parallel build over copied blocks of W^T's columns
+        (``PACKED``), but for a first layer fused with its SGD step. The choices depend on
+        shapes and the dtype alone, never on the thread count.
         Column 3 of the first layer's flags: whether its step feeds the next minibatch
         forward in the same region (``FUSE_MAX_BYTES``); column 4 of each layer's:
         whether its narrow gradient step first packs δ into the returned workspace
@@ -341,6 +346,11 @@ class Network:
             par[l, 4] = packs and par[l, 2] in (codes.NARROW, codes.COLUMNS)
         par[0, 3] = (par[0, 2] == codes.PARALLEL
                      and batch * self.sizes[0] * itemsize <= FUSE_MAX_BYTES)
+        for l, n_out in enumerate(self.sizes[1:]):
+            if (par[l, 0] == codes.PARALLEL and not (l == 0 and par[0, 3])
+                    and n_out * itemsize >= PACK_FORWARD_MIN_ROW_BYTES
+                    and batch >= PACK_FORWARD_MIN_BATCH):
+                par[l, 0] = codes.PACKED
         total = batch * sum(self.sizes[1:])
         # BP2 adds rows of W^l into δ^{l-1}'s block, and a plain SGD step adds rows of
         # a^{l-1}'s block into W^l (see _spaced_empty)

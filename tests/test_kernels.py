@@ -472,6 +472,41 @@ def test_forward_narrow(act, dtype, m, n_out, n_in, rng):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["sigmoid", "relu", "softmax"])
+@pytest.mark.parametrize("m", [1, 3, 9, 21])
+@pytest.mark.parametrize("n_out", [2, 16, 17, 40])
+@pytest.mark.parametrize("n_in", [5, 33, 300, 600])
+def test_forward_packed(act, dtype, m, n_out, n_in, rng):
+    """The forward pass over copied blocks of W^T's columns (16 float64 or 32 float32
+    neurons each, the last partial; 300 and 600 inputs: W^T's rows in two copies in
+    float32, 600 in float64 too) against the reference, input rows read through
+    ``rows``, every array ending at an inaccessible page and the workspaces' rows past
+    m untouched; where the narrow pass takes the layer (up to 16 neurons over up to 32
+    inputs), the same bits as it."""
+    src = _guarded(rng.normal(0, 1, (m + 3, n_in)).astype(dtype))
+    rows = rng.permutation(m + 3)[:m].astype(np.int64)
+    rows[rng.integers(m)] = m + 2  # the source's last row is always read
+    rows = _guarded(rows)
+    W = _guarded(rng.normal(0, 1, (n_out, n_in)).astype(dtype))
+    b = _guarded(rng.normal(0, 1, n_out).astype(dtype))
+    Z = _guarded(np.full((m + 1, n_out), np.nan, dtype))
+    A = _guarded(np.full((m + 1, n_out), np.nan, dtype))
+    code = K.ACTIVATION_CODES[act]
+    K.forward_packed(src, rows, W, b, code, m, Z, A)
+    a, w = np.asarray(src, float)[rows], np.asarray(W, float)
+    z_ref = a @ w.T + np.asarray(b, float)
+    scale = np.abs(a) @ np.abs(w).T + np.abs(b)
+    assert_close(Z[:m], z_ref, dtype, "z", magnitude=scale)
+    assert_close(A[:m], R.ACTIVATIONS[act](z_ref), dtype, "a")
+    assert np.isnan(Z[m:]).all() and np.isnan(A[m:]).all()
+    if n_out <= 16 and n_in <= 32:
+        Zn, An = np.empty((m, n_out), dtype), np.empty((m, n_out), dtype)
+        K.forward_narrow(src, rows, W, b, code, m, Zn, An)
+        assert np.array_equal(Z[:m], Zn) and np.array_equal(A[:m], An)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu", "identity"])
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 10, 17, 70])
 @pytest.mark.parametrize("n_out", [1, 6, 16])
@@ -580,7 +615,9 @@ def test_narrow_kernels_are_chosen_by_shape():
     neurons or fewer; the first layer's run the blocked one. Parallel BP2 the narrow
     kernel suits runs its parallel build over the examples in float32, and in float64
     over inputs up to 128 wide or of up to 16 neurons; parallel BP2 of 64 neurons or
-    more its parallel build over copied blocks of W's columns (PACKED). Gradient steps whose δ has rows of 1024 bytes or more and takes 32768
+    more its parallel build over copied blocks of W's columns (PACKED), and parallel
+    forward passes of rows of z of 1024 bytes or more over 32 examples or more over
+    copied blocks of W^T's columns (PACKED). Gradient steps whose δ has rows of 1024 bytes or more and takes 32768
     bytes or more pack it, and run the parallel build where they run in parallel, first
     layers too. The thread count
     plays no part."""
@@ -613,6 +650,13 @@ def test_narrow_kernels_are_chosen_by_shape():
     par = fastbp.Network([784, 512, 512, 10], dtype="float64")._kernel_args(128)[1]
     assert (par[:2, 2] == codes.COLUMNS).all() and par[:2, 4].all() and not par[2, 4]
     assert par[1, 1] == codes.PACKED and par[2, 1] == codes.COLUMNS
+    assert (par[:2, 0] == codes.PACKED).all() and par[2, 0] == codes.PARALLEL
+    for dtype, n_out, batch, code in (
+            ("float64", 128, 32, codes.PACKED), ("float64", 127, 128, codes.PARALLEL),
+            ("float64", 128, 31, codes.PARALLEL), ("float32", 256, 32, codes.PACKED),
+            ("float32", 255, 128, codes.PARALLEL), ("float32", 256, 31, codes.PARALLEL)):
+        par = fastbp.Network([784, n_out, n_out, 10], dtype=dtype)._kernel_args(batch)[1]
+        assert (par[:2, 0] == code).all(), (dtype, n_out, batch)
     # 10 neurons over 200 inputs, 100 examples: parallel BP2 over examples; 17-32 over
     # 200 inputs in float32 only (float64's 200-wide rows stay on the blocked kernel);
     # 64 neurons or more over copied blocks of W's columns in both
@@ -815,18 +859,21 @@ def test_fma_rounds_once(dtype):
 
 
 @numba.njit(**SERIAL)
-def _transpose16(dst, dst_off, src, src_off, src_stride, n_rows, n_cols):
-    lanes.transpose16(dst, dst_off, src, src_off, src_stride, n_rows, n_cols)
+def _transpose16(dst, dst_off, dst_stride, src, src_off, src_stride, n_rows, n_cols):
+    lanes.transpose16(dst, dst_off, dst_stride, src, src_off, src_stride, n_rows, n_cols)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dst_stride", [16, 32, 37])
 @pytest.mark.parametrize("n_rows, n_cols, src_off", [(16, 16, 0), (10, 14, 16), (1, 1, 3),
                                                      (16, 7, 5), (0, 4, 0), (3, 0, 0)])
-def test_transpose16_stores_the_blocks_columns_as_rows(dtype, n_rows, n_cols, src_off):
+def test_transpose16_stores_the_blocks_columns_as_rows(dtype, n_rows, n_cols, src_off,
+                                                       dst_stride):
     """The columns t < n_cols of the 16 × 16 block at src_off (rows i < n_rows, a stride
-    apart; zeros past either) land as rows of 16 in dst; nothing else in dst is written,
-    and nothing of src outside the block is read (src ends where the block does: a read
-    past it would touch the guard page of a minimal array or the NaNs around it)."""
+    apart; zeros past either) land as rows of 16 in dst, dst_stride apart; nothing else
+    in dst is written, and nothing of src outside the block is read (src ends where the
+    block does: a read past it would touch the guard page of a minimal array or the NaNs
+    around it)."""
     stride = 30
     rng = np.random.default_rng(n_rows * 31 + n_cols)
     src = np.full(max(n_rows - 1, 0) * stride + src_off + n_cols + 3, np.nan, dtype)
@@ -834,13 +881,14 @@ def test_transpose16_stores_the_blocks_columns_as_rows(dtype, n_rows, n_cols, sr
     for i in range(n_rows):
         src[src_off + i * stride:src_off + i * stride + n_cols] = block[i, :n_cols]
     src = src[:max(n_rows - 1, 0) * stride + src_off + n_cols]  # the block's last element
-    dst = np.full(2 + 16 * 16 + 5, -7, dtype)
-    _transpose16(dst, 2, src, src_off, stride, n_rows, n_cols)
+    dst = np.full(2 + 16 * dst_stride + 5, -7, dtype)
+    _transpose16(dst, 2, dst_stride, src, src_off, stride, n_rows, n_cols)
     expected = np.zeros((16, 16), dtype)
     expected[:n_rows, :n_cols] = block[:n_rows, :n_cols]
-    got = dst[2:2 + 16 * 16].reshape(16, 16)
-    assert np.array_equal(got[:n_cols], expected.T[:n_cols])
-    assert (got[n_cols:] == -7).all() and (dst[:2] == -7).all() and (dst[-5:] == -7).all()
+    got = dst[2:2 + 16 * dst_stride].reshape(16, dst_stride)
+    assert np.array_equal(got[:n_cols, :16], expected.T[:n_cols])
+    assert (got[n_cols:] == -7).all() and (got[:, 16:] == -7).all()
+    assert (dst[:2] == -7).all() and (dst[-5:] == -7).all()
 
 
 @numba.njit(**SERIAL)
@@ -902,22 +950,26 @@ def _sum_left_to_right(v):
     return total
 
 
-@pytest.mark.parametrize("kernel", ["blocked", "narrow"])
+@pytest.mark.parametrize("kernel,n_in,m", [("blocked", 29, 3), ("narrow", 29, 3),
+                                           ("packed", 29, 3), ("packed", 600, 10)])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_forward_sums_run_in_the_documented_order(dtype, kernel):
+def test_forward_sums_run_in_the_documented_order(dtype, kernel, n_in, m):
     """z_sj bit for bit as the kernels document it, emulated with exact rationals:
     the blocked pass (fastbp.kernels.blocked._dots) sums in one register's L lanes, lane
     t taking k ≡ t (mod L) in ascending order by fma, then adds the lanes pairwise and the
-    bias; the narrow pass starts from b_j and adds k in ascending order by fma."""
+    bias; the narrow pass and its packed parallel build start from b_j and add k in
+    ascending order by fma (600 inputs: the packed pass's sums carried through z from
+    one copy of W^T's rows to the next, eight examples and then four at a time)."""
     rng = np.random.default_rng(5)
-    n_out, n_in, m = 5, 29, 3  # a tail of lanes, the last neurons and examples repeated
+    n_out = 5  # a tail of lanes, the last neurons and examples repeated
     W = rng.normal(size=(n_out, n_in)).astype(dtype)
     b = rng.normal(size=n_out).astype(dtype)
     X = rng.normal(size=(m, n_in)).astype(dtype)
     Z = np.empty((m, n_out), dtype)
     A = np.empty_like(Z)
     rows = np.arange(m)
-    fwd = K.forward_ser if kernel == "blocked" else K.forward_narrow
+    fwd = {"blocked": K.forward_ser, "narrow": K.forward_narrow,
+           "packed": K.forward_packed}[kernel]
     fwd(X, rows, W, b, K.IDENTITY, m, Z, A)
     L = 16 if dtype == "float32" else 8
     expected = np.empty_like(Z)

@@ -173,9 +173,10 @@ def test_fit_reads_training_data_that_is_its_own_weights_as_it_was(sizes, batch)
 def test_thread_count_changes_no_bit(sizes, batch, dtype):
     """Any thread count, bitwise the same gradients, training and outputs; the last
     three networks' hidden layers take parallel gradient steps over columns and parallel
-    BP2 over examples (COLUMNS), and their forward passes split examples among threads;
-    the last's first layer (and in float64 the one before's) packs δ and steps over
-    columns too."""
+    BP2 over examples (COLUMNS), but 64 -> 64's BP2 over copied blocks of W's columns
+    (PACKED), and their forward passes split examples among threads, but 40 -> 300's
+    over copied blocks of W^T's columns (PACKED); the last's first layer (and in float64
+    the one before's) packs δ and steps over columns too."""
     rng = np.random.default_rng(0)
     X = rng.uniform(0, 1, (300, sizes[0]))
     y = rng.integers(0, sizes[-1], 300)
@@ -189,7 +190,9 @@ def test_thread_count_changes_no_bit(sizes, batch, dtype):
             net.fit(X, y, epochs=2, batch_size=batch, lr=0.05, momentum=0.9, seed=0)
             if sizes == [40, 300, 10]:
                 par = net._kernel_args(batch)[1]
-                assert par[0, 4] and par[0, 2] == codes.COLUMNS
+                assert par[0, 4] and par[0, 2] == codes.COLUMNS and par[0, 0] == codes.PACKED
+            if sizes == [30, 64, 64, 12]:
+                assert net._kernel_args(batch)[1][1, 1] == codes.PACKED
             results.append((grads[0] + grads[1], net.weights + net.biases, net.forward(X)))
     (g1, p1, o1), (g2, p2, o2) = results
     assert all(np.array_equal(a, b) for a, b in zip(g1, g2))

@@ -10,8 +10,8 @@ depth uses the same compiled code.
 
 ``par[l]`` holds, for layer l, which kernel runs its forward pass, its backward (BP2)
 and its gradient step (columns 0, 1, 2: ``BLOCKED``, ``PARALLEL``, ``NARROW`` or, for
-BP2 and the gradient step, ``COLUMNS``, for BP2 also ``PACKED``, of
-:mod:`fastbp.kernels.codes`), and ``par[0, 3]``
+BP2 and the gradient step, ``COLUMNS``, for the forward pass and BP2 also ``PACKED``,
+of :mod:`fastbp.kernels.codes`), and ``par[0, 3]``
 whether the first layer's SGD step feeds the next minibatch forward in the same
 parallel region, ``par[l, 4]`` whether layer l's narrow gradient step first packs δ
 into the workspace ``pbuf``: chosen from the shapes by the caller. The drivers never
@@ -37,6 +37,7 @@ from .narrow import (
     backward_narrow,
     backward_packed,
     forward_narrow,
+    forward_packed,
     gradient_step_columns,
     gradient_step_narrow,
 )
@@ -81,6 +82,8 @@ def forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, a
             forward_par(A_prev, r, W, b, act, m, Z, A)
         elif par[l, 0] == NARROW:
             forward_narrow(A_prev, r, W, b, act, m, Z, A)
+        elif par[l, 0] == PACKED:
+            forward_packed(A_prev, r, W, b, act, m, Z, A)
         else:
             forward_ser(A_prev, r, W, b, act, m, Z, A)
 

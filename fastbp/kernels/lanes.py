@@ -648,11 +648,12 @@ def _transpose_masks(h):
 
 
 @intrinsic
-def transpose16(typingctx, dst, dst_off, src, src_off, src_stride, n_rows, n_cols):
-    """``dst[dst_off + 16 t:dst_off + 16 t + 16] = src[src_off + t::src_stride][:16]``
-    for t < n_cols: the columns of a 16 × 16 block of ``src`` (its rows i < n_rows at
-    src_off + i src_stride, their first n_cols elements; zeros in their place past
-    either) stored as rows of 16 elements, one after another.
+def transpose16(typingctx, dst, dst_off, dst_stride, src, src_off, src_stride, n_rows,
+                n_cols):
+    """``dst[dst_off + t d:dst_off + t d + 16] = src[src_off + t::src_stride][:16]`` for
+    t < n_cols (d = ``dst_stride``, at least 16): the columns of a 16 × 16 block of
+    ``src`` (its rows i < n_rows at src_off + i src_stride, their first n_cols elements;
+    zeros in their place past either) stored as rows of 16 elements, d apart.
 
     One masked load per row of the block, the transpose in registers (four stages of
     16 shuffles, each interleaving blocks of 8, 4, 2 and then 1 lanes of two rows) and
@@ -663,7 +664,7 @@ def transpose16(typingctx, dst, dst_off, src, src_off, src_stride, n_rows, n_col
         _contiguous_1d(a, "transpose16")
     if dst.dtype != src.dtype:
         raise TypingError("transpose16: dst and src must have one dtype")
-    sig = types.none(dst, dst_off, src, src_off, src_stride, n_rows, n_cols)
+    sig = types.none(dst, dst_off, dst_stride, src, src_off, src_stride, n_rows, n_cols)
 
     def codegen(context, builder, sig, args):
         vty, align = _vector_of(context, sig.args[0].dtype, 16)
@@ -672,13 +673,13 @@ def transpose16(typingctx, dst, dst_off, src, src_off, src_stride, n_rows, n_col
         def arg(i):
             return context.cast(builder, args[i], sig.args[i], types.int64)
 
-        src_off, stride, n_rows, n_cols = arg(3), arg(4), arg(5), arg(6)
+        src_off, stride, n_rows, n_cols = arg(4), arg(5), arg(6), arg(7)
         cols = _mask(builder, n_cols, 16)
         none = _mask(builder, i64(0), 16)
         zeros = ir.Constant(vty, [ir.Constant(vty.element, 0.0)] * 16)
         rows = []
         for i in range(16):
-            p = _vptr(context, builder, sig.args[2], args[2],
+            p = _vptr(context, builder, sig.args[3], args[3],
                       builder.add(src_off, builder.mul(stride, i64(i))), types.int64, vty)
             mask = builder.select(builder.icmp_signed(">", n_rows, i64(i)), cols, none)
             rows.append(_masked_call(builder, "load", vty, [p, i32(align), mask, zeros]))
@@ -689,11 +690,12 @@ def transpose16(typingctx, dst, dst_off, src, src_off, src_stride, n_rows, n_col
                     a, b = rows[i], rows[i + h]
                     rows[i] = builder.shuffle_vector(a, b, lo)
                     rows[i + h] = builder.shuffle_vector(a, b, hi)
-        dst_off = arg(1)
+        dst_off, dst_stride = arg(1), arg(2)
         for t in range(16):
             with builder.if_then(builder.icmp_signed(">", n_cols, i64(t))):
                 p = _vptr(context, builder, sig.args[0], args[0],
-                          builder.add(dst_off, i64(16 * t)), types.int64, vty)
+                          builder.add(dst_off, builder.mul(dst_stride, i64(t))), types.int64,
+                          vty)
                 builder.store(rows[t], p, align=align)
         return context.get_dummy_value()
 

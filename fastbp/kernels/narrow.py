@@ -364,6 +364,122 @@ def backward_packed(D, W, Z_prev, A_prev, act_prev, m, D_prev):
 
 
 @njit(inline="always", **SERIAL)
+def _pack_transposed(W, j0, k_lo, k_hi, w, panel):
+    """W^T's rows k_lo <= k < k_hi over its columns j0 .. j0 + w - 1 (W's rows; zeros for
+    j >= n_l) into ``panel``, row k at (k - k_lo) w, 16 × 16 blocks at a time
+    (:func:`~fastbp.kernels.lanes.transpose16`)."""
+    n_out, n_in = W.shape
+    w_flat = flat(W)
+    for h in range(0, w, 16):
+        j = j0 + h
+        n_rows = min(max(n_out - j, 0), 16)
+        for k in range(k_lo, k_hi, 16):
+            transpose16(panel, (k - k_lo) * w + h, w, w_flat, j * n_in + k, n_in, n_rows,
+                        min(16, k_hi - k))
+
+
+@njit(inline="always", **SERIAL)
+def _add_input(acc, panel, off, A, k, q0, q1, q2, q3, q4, q5, q6, q7, w, R):
+    """The row panel[off:off + w] times a_qk added to the first R rows of ``acc``, for
+    the input rows q0 .. q3 (R = 4) or q0 .. q7 (R = 8) of A."""
+    if R == 8:
+        rows_fma(acc, WIDTH, panel, off, (A[q0, k], A[q1, k], A[q2, k], A[q3, k],
+                                          A[q4, k], A[q5, k], A[q6, k], A[q7, k]), w)
+    else:
+        rows_fma(acc, WIDTH, panel, off, (A[q0, k], A[q1, k], A[q2, k], A[q3, k]), w)
+
+
+@njit(inline="always", **SERIAL)
+def _forward_run(A_prev, panel, k_lo, k_hi, q0, q1, q2, q3, q4, q5, q6, q7, s0, s1, s2,
+                 s3, acc, brow, z, off, stride, n, w, R):
+    """The first R rows of ``acc``, examples s0 .. s3 (or s0 .. s0 + 7) reading input
+    rows q0 .. q3 (q0 .. q7): b (``brow``) when k_lo = 0, else the sums so far, stored
+    in their rows of z (at s stride + off, n elements); then plus a_qk times W^T's row
+    k for k_lo <= k < k_hi, from its copy in ``panel``."""
+    if k_lo == 0:
+        for i in range(R):
+            row_copy(acc, i * WIDTH, brow, 0, w)
+    elif R == 8:
+        for i in range(8):
+            load_prefix(acc, i * WIDTH, z, (s0 + i) * stride + off, n, w)
+    else:
+        load_prefix(acc, 0, z, s0 * stride + off, n, w)
+        load_prefix(acc, WIDTH, z, s1 * stride + off, n, w)
+        load_prefix(acc, 2 * WIDTH, z, s2 * stride + off, n, w)
+        load_prefix(acc, 3 * WIDTH, z, s3 * stride + off, n, w)
+    for k in range(k_lo, k_hi):
+        _add_input(acc, panel, (k - k_lo) * w, A_prev, k, q0, q1, q2, q3, q4, q5, q6, q7,
+                   w, R)
+
+
+@njit(inline="always", **SERIAL)
+def _forward_packed_block(A_prev, rows, W, b, m, Z, j0, panel, acc, brow, w):
+    """z^l's columns j0 .. j0 + w - 1 (those < n_l) of the first m examples: each run of
+    ``W_PANEL // w`` rows k of W^T copied to ``panel``, then every example's sums
+    carried over those k, eight examples at a time (the last block four, its missing
+    ones repeating its last), from run to run in the rows of z."""
+    n_out, n_in = W.shape
+    n = min(w, n_out - j0)
+    z_flat = flat(Z)
+    load_prefix(brow, 0, b, j0, n, w)
+    run = W_PANEL // w
+    s_8 = m // 8 * 8
+    for k_lo in range(0, n_in, run):
+        k_hi = min(k_lo + run, n_in)
+        _pack_transposed(W, j0, k_lo, k_hi, w, panel)
+        for s0 in range(0, s_8, 8):
+            _forward_run(A_prev, panel, k_lo, k_hi, rows[s0], rows[s0 + 1], rows[s0 + 2],
+                         rows[s0 + 3], rows[s0 + 4], rows[s0 + 5], rows[s0 + 6],
+                         rows[s0 + 7], s0, s0, s0, s0, acc, brow, z_flat, j0, n_out, n, w,
+                         8)
+            _store_rows(z_flat, j0, n_out, s0, s0, s0, s0, acc, n, w, 8, None, z_flat,
+                        z_flat)
+        for s0 in range(s_8, m, 4):
+            s1 = min(s0 + 1, m - 1)
+            s2 = min(s0 + 2, m - 1)
+            s3 = min(s0 + 3, m - 1)
+            q0 = rows[s0]
+            _forward_run(A_prev, panel, k_lo, k_hi, q0, rows[s1], rows[s2], rows[s3], q0,
+                         q0, q0, q0, s0, s1, s2, s3, acc, brow, z_flat, j0, n_out, n, w, 4)
+            _store_rows(z_flat, j0, n_out, s0, s1, s2, s3, acc, n, w, 4, None, z_flat,
+                        z_flat)
+
+
+@njit(**NOALIAS)
+def _forward_packed(A_prev, rows, W, b, m, Z, jb0, jb1, zero):
+    """The blocks of columns jb0 <= jb < jb1 of z^l (two registers' lanes each), by
+    :func:`_forward_packed_block`: a share of :func:`forward_packed`. Compiled once, not
+    inlined, as :func:`_backward_rows`."""
+    acc = scratch(SUMS, zero)
+    panel = scratch(W_PANEL, zero)
+    brow = scratch(WIDTH, zero)
+    two = register_lanes(zero, 2)
+    for jb in range(jb0, jb1):
+        _forward_packed_block(A_prev, rows, W, b, m, Z, jb * two, panel, acc, brow, two)
+
+
+@njit(**PARALLEL)
+def forward_packed(A_prev, rows, W, b, act, m, Z, A):
+    """z^l_sj = b^l_j + Σ_k w^l_jk a^{l-1}_{rows[s],k} and a^l = σ(z^l), in parallel
+    over blocks of neurons j (two registers' lanes: 32 float32, 16 float64; the threads
+    share out up to :data:`BACKWARD_PARTS` runs of them), each block of W's rows first
+    copied to the stack as W^T (:data:`W_PANEL` elements at a time) and then read by
+    every example: the sums of :func:`forward_narrow` (from b^l_j, in ascending order of
+    k, one fma each), for any width. σ (or softmax) follows row by row. Same arguments
+    as :func:`fastbp.kernels.blocked.forward_par`.
+    """
+    zero = W.dtype.type(0)
+    two = register_lanes(zero, 2)
+    n_blocks = (W.shape[0] + two - 1) // two
+    parts = min(BACKWARD_PARTS, n_blocks)
+    for p in prange(parts):
+        p = np.int64(p)
+        _forward_packed(A_prev, rows, W, b, m, Z, p * n_blocks // parts,
+                        (p + 1) * n_blocks // parts, zero)
+    _activate_rows(act, m, Z, A, W.shape[0])
+
+
+@njit(inline="always", **SERIAL)
 def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w):
     """Z's first m rows: b + Σ_k a_{rows[s],k} W^T[k], four examples at a time."""
     n_out, n_in = W.shape
@@ -371,7 +487,7 @@ def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w):
     # transpose16's row of 16)
     wt_flat = flat(WT)
     for k0 in range(0, n_in, 16):
-        transpose16(wt_flat, k0 * w, flat(W), k0, n_in, n_out, min(16, n_in - k0))
+        transpose16(wt_flat, k0 * w, w, flat(W), k0, n_in, n_out, min(16, n_in - k0))
     load_prefix(brow, 0, b, 0, n_out, w)
     z_flat = flat(Z)
     for s0 in range(0, m, 4):
