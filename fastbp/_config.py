@@ -156,20 +156,21 @@ COLUMNS_FLOAT64_MAX_OUTPUTS = 16
 #: kernel suits the layer (``NARROW_*``) and its neurons are more than
 #: ``COLUMNS_FLOAT64_MAX_OUTPUTS``; float32 layers, and float64 layers of at most that
 #: many neurons, always do. Against the parallel blocked kernel, 2 threads, ReLU,
-#: 100-128 examples: float64 over 100 inputs 1.10-1.22x (10 and 100 neurons), 512
-#: inputs 0.93x (32 neurons) and 0.60-0.71x (512); over 200 and 512 inputs 1.13-1.45x
-#: for 10-16 neurons (in a network's own buffers; 0.97x in earlier kernels); float32
-#: 0.90-1.43x (512 -> 512 1.43x, 512 -> 10 1.12x, 100 -> 10 1.19x, 200 -> 16 0.90x).
+#: 100-128 examples, on an AMD EPYC: float64 over 100 inputs 1.10-1.22x (10 and 100
+#: neurons), 512 inputs 0.60x (512 neurons); float32 0.90-1.43x (512 -> 512 1.43x, 512 ->
+#: 10 1.12x, 100 -> 10 1.19x, 200 -> 16 0.90x). On an Intel Xeon, in a network's own
+#: buffers: float64 over 200 and 512 inputs 1.13-1.45x for 10-16 neurons (0.97x in
+#: earlier kernels on the EPYC), 0.93x for 32 neurons over 512 inputs.
 COLUMNS_FLOAT64_MAX_INPUTS = 128
 
-#: Fewest neurons (n_l) from which a parallel BP2 runs the narrow kernel's parallel
-#: build over copied blocks of W's columns (``PACKED``,
+#: Fewest neurons (n_l) from which a parallel BP2 runs the narrow kernel's parallel build
+#: over copied blocks of W's columns (``PACKED``,
 #: :func:`fastbp.kernels.narrow.backward_packed`), any dtype. Kernel A/B in a network's
-#: own buffers, 2 threads, 128 examples over 512 inputs, against the best of the blocked
-#: kernel and ``COLUMNS``: float64 32 neurons 0.96x, 64 1.07x, 128 1.32x, 256 1.44x, 512
-#: 1.65x; float32 32 neurons 0.76x, 64 1.14x, 128 1.38x, 512 1.64x; 512 -> 512 over 10
-#: and 32 examples 1.18-1.34x; 256 neurons over 100 inputs 1.12x (float64), 0.97x
-#: (float32). 10 neurons 0.4-0.6x.
+#: own buffers (Intel Xeon, 2 cores with AVX-512), 2 threads, 128 examples over 512
+#: inputs, against the best of the blocked kernel and ``COLUMNS``: float64 32 neurons
+#: 0.96x, 64 1.07x, 128 1.32x, 256 1.44x, 512 1.65x; float32 32 neurons 0.76x, 64 1.14x,
+#: 128 1.38x, 512 1.64x; 512 -> 512 over 10 and 32 examples 1.18-1.34x; 256 neurons over
+#: 100 inputs 1.12x (float64), 0.97x (float32). 10 neurons 0.4-0.6x.
 PACK_BACKWARD_MIN_OUTPUTS = 64
 
 #: Bytes of a row of δ (n_l × itemsize) and of all of δ (batch × n_l × itemsize) from
@@ -185,15 +186,16 @@ PACK_BACKWARD_MIN_OUTPUTS = 64
 PACK_MIN_ROW_BYTES = 1024
 PACK_MIN_BYTES = 32768
 
-#: Bytes of a row of z (n_l × itemsize: 128 float64 or 256 float32 neurons, eight
-#: blocks of two registers' lanes) and fewest examples from which a parallel forward
-#: pass runs the narrow kernel's parallel build over copied blocks of W^T's columns
-#: (``PACKED``, :func:`fastbp.kernels.narrow.forward_packed`), unless the first layer's
-#: runs in its SGD step's region (``FUSE_MAX_BYTES``). Kernel A/B against the parallel
-#: blocked kernel in a network's own buffers, 2 threads, 784 inputs over 128 examples:
-#: float64 100 neurons 1.04x, 128 1.37x, 256 1.36x, 512 1.42x (512 -> 512 1.41x);
-#: float32 100 neurons 0.87x, 128 1.04x, 256 1.34x, 512 1.46x (512 -> 512 1.47x); 16
-#: neurons 0.48-0.86x. 784 -> 512 over 32 examples 1.06-1.11x, over 10 0.72-0.76x.
+#: Bytes of a row of z (n_l × itemsize: 128 float64 or 256 float32 neurons, eight blocks
+#: of two registers' lanes) and fewest examples from which a parallel forward pass runs
+#: the narrow kernel's parallel build over copied blocks of W^T's columns (``PACKED``,
+#: :func:`fastbp.kernels.narrow.forward_packed`), unless the first layer's runs in its
+#: SGD step's region (``FUSE_MAX_BYTES``). Kernel A/B against the parallel blocked kernel
+#: in a network's own buffers (Intel Xeon, 2 cores with AVX-512), 2 threads, 784 inputs
+#: over 128 examples: float64 100 neurons 1.04x, 128 1.37x, 256 1.36x, 512 1.42x (512 ->
+#: 512 1.41x); float32 100 neurons 0.87x, 128 1.04x, 256 1.34x, 512 1.46x (512 -> 512
+#: 1.47x); 16 neurons 0.48-0.86x. 784 -> 512 over 32 examples 1.06-1.11x, over 10
+#: 0.72-0.76x.
 PACK_FORWARD_MIN_ROW_BYTES = 1024
 PACK_FORWARD_MIN_BATCH = 32
 
