@@ -316,23 +316,17 @@ def _packed_block(D, W, panel, m, k0, D_prev, Z_prev, A_prev, act_prev, acc, w, 
 
 @njit(**NOALIAS)
 def _backward_packed(D, W, Z_prev, A_prev, act_prev, m, D_prev, kb0, kb1, zero):
-    """The blocks of columns kb0 <= kb < kb1 (128 bytes each; the last one register's
-    where its columns fit, as in :func:`_backward_rows`) of δ^{l-1}'s first m rows, each
-    by :func:`_packed_block`: a share of :func:`backward_packed`. Compiled once, not
+    """The blocks of columns kb0 <= kb < kb1 (128 bytes each, the last one too: a body
+    for a last block of one register's lanes, as :func:`_backward_rows` has, added
+    1.4-2.3 s to the first fit's compilation) of δ^{l-1}'s first m rows, each by
+    :func:`_packed_block`: a share of :func:`backward_packed`. Compiled once, not
     inlined, as :func:`_backward_rows`."""
     acc = scratch(SUMS, zero)
     panel = scratch(W_PANEL, zero)
-    n_in = W.shape[1]
-    one = register_lanes(zero, 1)
     two = register_lanes(zero, 2)
     for kb in range(kb0, kb1):
-        k0 = kb * two
-        if n_in - k0 <= one:
-            _packed_block(D, W, panel, m, k0, D_prev, Z_prev, A_prev, act_prev, acc, one,
-                          zero)
-        else:
-            _packed_block(D, W, panel, m, k0, D_prev, Z_prev, A_prev, act_prev, acc, two,
-                          zero)
+        _packed_block(D, W, panel, m, kb * two, D_prev, Z_prev, A_prev, act_prev, acc, two,
+                      zero)
 
 
 @njit(**PARALLEL)
@@ -345,12 +339,12 @@ def backward_packed(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     In place, a block's rows of W lie n_{l-1} elements apart (4 KB for 512 float64
     inputs: each in another page and all in the same few sets of the first- and
     second-level caches), and every example's sums read them all again: the 512 -> 512
-    BP2 over 128 examples, 2 threads, in a network's own buffers, ran at 43 GFLOP/s
-    (float64, examples shared out, :func:`backward_columns`) and 61 (the blocked
+    BP2 over 128 examples, 2 threads (Intel Xeon), in a network's own buffers, ran at 43
+    GFLOP/s (float64, examples shared out, :func:`backward_columns`) and 61 (the blocked
     kernel), 101 with the copies; float32 148 and 137, 243 with them. From the copies
     each run's sums go eight examples at a time (16 registers of sums; four at a time
-    ran 0.81x in float64, 0.93x in float32). A layer of a few neurons repays no copy: 10 neurons, 0.4-0.6x
-    (``PACK_BACKWARD_MIN_OUTPUTS``). Same arguments as
+    ran 0.81x in float64, 0.93x in float32). A layer of a few neurons repays no copy: 10
+    neurons, 0.4-0.6x (``PACK_BACKWARD_MIN_OUTPUTS``). Same arguments as
     :func:`fastbp.kernels.blocked.backward_par`.
     """
     zero = W.dtype.type(0)
