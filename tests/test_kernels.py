@@ -438,6 +438,20 @@ NARROW_WIDTHS = [1, 5, 15, 16, 17, 30, 32]
 NARROW_INPUTS = NARROW_WIDTHS + [33, 64, 100]
 
 
+def _forward_case(rng, m, n_out, n_in, dtype):
+    """A forward pass's arguments, each array ending at an inaccessible page: m rows of
+    a source of m + 3 read through ``rows`` (its last row always among them), W, b, and
+    workspaces Z and A of m + 1 rows of NaN."""
+    src = _guarded(rng.normal(0, 1, (m + 3, n_in)).astype(dtype))
+    rows = rng.permutation(m + 3)[:m].astype(np.int64)
+    rows[rng.integers(m)] = m + 2  # the source's last row is always read
+    W = _guarded(rng.normal(0, 1, (n_out, n_in)).astype(dtype))
+    b = _guarded(rng.normal(0, 1, n_out).astype(dtype))
+    Z = _guarded(np.full((m + 1, n_out), np.nan, dtype))
+    A = _guarded(np.full((m + 1, n_out), np.nan, dtype))
+    return src, _guarded(rows), W, b, Z, A
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["sigmoid", "tanh", "identity", "softmax"])
@@ -451,14 +465,7 @@ def test_forward_narrow(act, dtype, m, n_out, n_in, rng):
     untouched."""
     if act == "softmax" and n_out < 2:
         pytest.skip("softmax needs two outputs")
-    src = _guarded(rng.normal(0, 1, (m + 3, n_in)).astype(dtype))
-    rows = rng.permutation(m + 3)[:m].astype(np.int64)
-    rows[rng.integers(m)] = m + 2  # the source's last row is always read
-    rows = _guarded(rows)
-    W = _guarded(rng.normal(0, 1, (n_out, n_in)).astype(dtype))
-    b = _guarded(rng.normal(0, 1, n_out).astype(dtype))
-    Z = _guarded(np.full((m + 1, n_out), np.nan, dtype))
-    A = _guarded(np.full((m + 1, n_out), np.nan, dtype))
+    src, rows, W, b, Z, A = _forward_case(rng, m, n_out, n_in, dtype)
     K.forward_narrow(src, rows, W, b, K.ACTIVATION_CODES[act], m, Z, A)
     a, w = np.asarray(src, float)[rows], np.asarray(W, float)
     z_ref = a @ w.T + np.asarray(b, float)
@@ -483,14 +490,7 @@ def test_forward_packed(act, dtype, m, n_out, n_in, rng):
     ``rows``, every array ending at an inaccessible page and the workspaces' rows past
     m untouched; where the narrow pass takes the layer (up to 16 neurons over up to 32
     inputs), the same bits as it."""
-    src = _guarded(rng.normal(0, 1, (m + 3, n_in)).astype(dtype))
-    rows = rng.permutation(m + 3)[:m].astype(np.int64)
-    rows[rng.integers(m)] = m + 2  # the source's last row is always read
-    rows = _guarded(rows)
-    W = _guarded(rng.normal(0, 1, (n_out, n_in)).astype(dtype))
-    b = _guarded(rng.normal(0, 1, n_out).astype(dtype))
-    Z = _guarded(np.full((m + 1, n_out), np.nan, dtype))
-    A = _guarded(np.full((m + 1, n_out), np.nan, dtype))
+    src, rows, W, b, Z, A = _forward_case(rng, m, n_out, n_in, dtype)
     code = K.ACTIVATION_CODES[act]
     K.forward_packed(src, rows, W, b, code, m, Z, A)
     a, w = np.asarray(src, float)[rows], np.asarray(W, float)

@@ -254,6 +254,20 @@ def _pack_columns(W, j_lo, j_hi, k0, n, w, panel):
 
 
 @njit(inline="always", **SERIAL)
+def _resume_sums(acc, d, off, stride, s0, s1, s2, s3, n, w, R):
+    """The first R rows of ``acc`` loaded from the sums so far of the examples s0 .. s3
+    (or s0 .. s0 + 7), stored in their rows of d (at s stride + off, n elements)."""
+    if R == 8:
+        for i in range(8):
+            load_prefix(acc, i * WIDTH, d, (s0 + i) * stride + off, n, w)
+    else:
+        load_prefix(acc, 0, d, s0 * stride + off, n, w)
+        load_prefix(acc, WIDTH, d, s1 * stride + off, n, w)
+        load_prefix(acc, 2 * WIDTH, d, s2 * stride + off, n, w)
+        load_prefix(acc, 3 * WIDTH, d, s3 * stride + off, n, w)
+
+
+@njit(inline="always", **SERIAL)
 def _packed_sums(D, panel, j_lo, j_hi, s0, s1, s2, s3, acc, w, R, d, off, stride, n,
                  zero):
     """:func:`_backward_sums` over the rows j_lo <= j < j_hi, from their packed block
@@ -262,14 +276,8 @@ def _packed_sums(D, panel, j_lo, j_hi, s0, s1, s2, s3, acc, w, R, d, off, stride
     if j_lo == 0:
         for i in range(R):
             row_fill(acc, i * WIDTH, zero, w)
-    elif R == 8:
-        for i in range(8):
-            load_prefix(acc, i * WIDTH, d, (s0 + i) * stride + off, n, w)
     else:
-        load_prefix(acc, 0, d, s0 * stride + off, n, w)
-        load_prefix(acc, WIDTH, d, s1 * stride + off, n, w)
-        load_prefix(acc, 2 * WIDTH, d, s2 * stride + off, n, w)
-        load_prefix(acc, 3 * WIDTH, d, s3 * stride + off, n, w)
+        _resume_sums(acc, d, off, stride, s0, s1, s2, s3, n, w, R)
     for j in range(j_lo, j_hi):
         _add_row(acc, panel, (j - j_lo) * w, D, j, s0, s1, s2, s3, w, R)
 
@@ -393,14 +401,8 @@ def _forward_run(A_prev, panel, k_lo, k_hi, q0, q1, q2, q3, q4, q5, q6, q7, s0, 
     if k_lo == 0:
         for i in range(R):
             row_copy(acc, i * WIDTH, brow, 0, w)
-    elif R == 8:
-        for i in range(8):
-            load_prefix(acc, i * WIDTH, z, (s0 + i) * stride + off, n, w)
     else:
-        load_prefix(acc, 0, z, s0 * stride + off, n, w)
-        load_prefix(acc, WIDTH, z, s1 * stride + off, n, w)
-        load_prefix(acc, 2 * WIDTH, z, s2 * stride + off, n, w)
-        load_prefix(acc, 3 * WIDTH, z, s3 * stride + off, n, w)
+        _resume_sums(acc, z, off, stride, s0, s1, s2, s3, n, w, R)
     for k in range(k_lo, k_hi):
         _add_input(acc, panel, (k - k_lo) * w, A_prev, k, q0, q1, q2, q3, q4, q5, q6, q7,
                    w, R)
