@@ -283,6 +283,19 @@ def _packed_sums(D, panel, j_lo, j_hi, s0, s1, s2, s3, acc, w, R, d, off, stride
 
 
 @njit(inline="always", **SERIAL)
+def _packed_examples(D, panel, j_lo, j_hi, last, s0, s1, s2, s3, acc, w, R, d, off,
+                     stride, n, act, z, a, zero):
+    """:func:`_packed_sums` of R examples (s0 .. s3, or s0 .. s0 + 7) over the rows
+    j_lo <= j < j_hi, stored back into their rows of d, times σ' after the ``last``
+    run."""
+    _packed_sums(D, panel, j_lo, j_hi, s0, s1, s2, s3, acc, w, R, d, off, stride, n, zero)
+    if last:
+        _store_rows(d, off, stride, s0, s1, s2, s3, acc, n, w, R, act, z, a)
+    else:
+        _store_rows(d, off, stride, s0, s1, s2, s3, acc, n, w, R, None, z, a)
+
+
+@njit(inline="always", **SERIAL)
 def _packed_block(D, W, panel, m, k0, D_prev, Z_prev, A_prev, act_prev, acc, w, zero):
     """Columns k0 .. k0 + w - 1 (those < n_{l-1}) of δ^{l-1}'s first m rows, as
     :func:`_backward_columns` sums them, from copies of that block of W's columns: each
@@ -300,26 +313,12 @@ def _packed_block(D, W, panel, m, k0, D_prev, Z_prev, A_prev, act_prev, acc, w, 
         _pack_columns(W, j_lo, j_hi, k0, n, w, panel)
         last = j_hi == n_out
         for s0 in range(0, s_8, 8):
-            _packed_sums(D, panel, j_lo, j_hi, s0, s0, s0, s0, acc, w, 8, d_flat, k0, n_in,
-                         n, zero)
-            if last:
-                _store_rows(d_flat, k0, n_in, s0, s0, s0, s0, acc, n, w, 8, act_prev,
-                            z_flat, a_flat)
-            else:
-                _store_rows(d_flat, k0, n_in, s0, s0, s0, s0, acc, n, w, 8, None, z_flat,
-                            a_flat)
+            _packed_examples(D, panel, j_lo, j_hi, last, s0, s0, s0, s0, acc, w, 8, d_flat,
+                             k0, n_in, n, act_prev, z_flat, a_flat, zero)
         for s0 in range(s_8, m, 4):
-            s1 = min(s0 + 1, m - 1)
-            s2 = min(s0 + 2, m - 1)
-            s3 = min(s0 + 3, m - 1)
-            _packed_sums(D, panel, j_lo, j_hi, s0, s1, s2, s3, acc, w, 4, d_flat, k0, n_in,
-                         n, zero)
-            if last:
-                _store_rows(d_flat, k0, n_in, s0, s1, s2, s3, acc, n, w, 4, act_prev,
-                            z_flat, a_flat)
-            else:
-                _store_rows(d_flat, k0, n_in, s0, s1, s2, s3, acc, n, w, 4, None, z_flat,
-                            a_flat)
+            _packed_examples(D, panel, j_lo, j_hi, last, s0, min(s0 + 1, m - 1),
+                             min(s0 + 2, m - 1), min(s0 + 3, m - 1), acc, w, 4, d_flat, k0,
+                             n_in, n, act_prev, z_flat, a_flat, zero)
 
 
 @njit(**NOALIAS)
