@@ -240,6 +240,22 @@ W_PANEL = 8192
 
 
 @njit(inline="always", **SERIAL)
+def _packed_shares(n, zero):
+    """The blocks of two registers' lanes over n columns (BP2) or neurons (the forward
+    pass) of the packed kernels, and the parts the threads share them out in (at most
+    :data:`BACKWARD_PARTS`)."""
+    two = register_lanes(zero, 2)
+    n_blocks = (n + two - 1) // two
+    return n_blocks, min(BACKWARD_PARTS, n_blocks)
+
+
+@njit(inline="always", **SERIAL)
+def _share(p, parts, n):
+    """The items lo <= i < hi of part p of ``parts`` of n."""
+    return p * n // parts, (p + 1) * n // parts
+
+
+@njit(inline="always", **SERIAL)
 def _pack_columns(W, j_lo, j_hi, k0, n, w, panel):
     """Rows j_lo <= j < j_hi of W's columns k0 .. k0 + w - 1 into ``panel``, row j at
     (j - j_lo) w: their first n elements are W's (the lanes past them whatever follows
@@ -355,13 +371,10 @@ def backward_packed(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     :func:`fastbp.kernels.blocked.backward_par`.
     """
     zero = W.dtype.type(0)
-    two = register_lanes(zero, 2)
-    n_blocks = (W.shape[1] + two - 1) // two
-    parts = min(BACKWARD_PARTS, n_blocks)
+    n_blocks, parts = _packed_shares(W.shape[1], zero)
     for p in prange(parts):
-        p = np.int64(p)
-        _backward_packed(D, W, Z_prev, A_prev, act_prev, m, D_prev,
-                         p * n_blocks // parts, (p + 1) * n_blocks // parts, zero)
+        lo, hi = _share(np.int64(p), parts, n_blocks)
+        _backward_packed(D, W, Z_prev, A_prev, act_prev, m, D_prev, lo, hi, zero)
 
 
 @njit(inline="always", **SERIAL)
@@ -464,13 +477,10 @@ def forward_packed(A_prev, rows, W, b, act, m, Z, A):
     as :func:`fastbp.kernels.blocked.forward_par`.
     """
     zero = W.dtype.type(0)
-    two = register_lanes(zero, 2)
-    n_blocks = (W.shape[0] + two - 1) // two
-    parts = min(BACKWARD_PARTS, n_blocks)
+    n_blocks, parts = _packed_shares(W.shape[0], zero)
     for p in prange(parts):
-        p = np.int64(p)
-        _forward_packed(A_prev, rows, W, b, m, Z, p * n_blocks // parts,
-                        (p + 1) * n_blocks // parts, zero)
+        lo, hi = _share(np.int64(p), parts, n_blocks)
+        _forward_packed(A_prev, rows, W, b, m, Z, lo, hi, zero)
     _activate_rows(act, m, Z, A, W.shape[0])
 
 
