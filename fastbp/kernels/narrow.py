@@ -597,13 +597,23 @@ def _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0, a
     for i in range(R):
         row_fill(acc, i * L, zero, 0)
     row_fill(acc, R * L, zero, 16)
-    for s in range(m):
-        r = s if a_packed else rows[s]
-        src, src_off = _readable(a_src, a_base + r * a_stride, r < a_inside, tail, n, 0)
-        cs, c_off = _readable(coefs, c_base + s * c_stride, s < c_inside, dtail, used, 16)
-        # the sums of δ in the first block of columns only (the branch is the same for
-        # every example)
-        rows_fma_broadcast(acc, src, src_off, cs, c_off, R, k0 == 0)
+    # the sums of δ in the first block of columns only (the branch is the same for
+    # every example)
+    sums = k0 == 0
+    if a_packed and c_inside >= m:
+        # every example's inputs and coefficients readable in place: a loop without
+        # the checks (W5's 512 -> 512 float64 step over 128 examples 1.13-1.19x, float32
+        # 1.13x, 784 -> 512 1.06x / 1.14x; kernel A/B, 2 threads)
+        for s in range(m):
+            rows_fma_broadcast(acc, a_src, a_base + s * a_stride, coefs,
+                               c_base + s * c_stride, R, sums)
+    else:
+        for s in range(m):
+            r = s if a_packed else rows[s]
+            src, src_off = _readable(a_src, a_base + r * a_stride, r < a_inside, tail, n, 0)
+            cs, c_off = _readable(coefs, c_base + s * c_stride, s < c_inside, dtail, used,
+                                  16)
+            rows_fma_broadcast(acc, src, src_off, cs, c_off, R, sums)
     rows_axpy_prefix(flat(C), j0 * n_in + k0, n_in, used, n, acc, coef, add, R)
     if k0 == 0:  # every block of columns has the same sums of δ
         axpy_prefix(gb, j0, acc, R * L, used, scale, False, 16)
