@@ -413,6 +413,7 @@ class Network:
         n = X.shape[0]
         batch = min(n, CHUNK)
         sizes, par, ident, (zbuf, abuf, dbuf, _) = self._kernel_args(batch)
+        forward = flat.for_codes(par)[0]
         all_rows = np.arange(n, dtype=np.int64)
         out = np.empty((n, self.n_outputs), self.dtype)
         costs = np.empty(batch, self.dtype)
@@ -422,8 +423,8 @@ class Network:
             m = min(batch, n - start)
             rows = all_rows[start:start + m]
             with launch():
-                flat.forward(self._theta, sizes, X, rows, m, batch, hidden, output, par,
-                             ident, zbuf, abuf, 0)
+                forward(self._theta, sizes, X, rows, m, batch, hidden, output, par, ident,
+                        zbuf, abuf, 0)
                 if Y is not None:
                     flat.costs(sizes, Y, rows, m, batch, output, cost, zbuf, abuf, dbuf,
                                costs)
@@ -509,12 +510,13 @@ class Network:
         sizes, par, ident, (zbuf, abuf, dbuf, pbuf) = self._kernel_args(n)
         grad = self._gradient_buffer(X, abuf, n)
         real = np.dtype(self.dtype).type
+        forward, backward, _ = flat.for_codes(par)
         with launch():
-            flat.forward(self._theta, sizes, X, ident, n, n, hidden, output, par, ident,
-                         zbuf, abuf, 0)
-            flat.backward(self._theta, grad, grad, sizes, X, Y, ident, n, n, hidden, output,
-                          cost, par, ident, zbuf, abuf, dbuf, pbuf, np.empty(n, self.dtype),
-                          real(0), real(0), real(0), False, ident[:0], 0)
+            forward(self._theta, sizes, X, ident, n, n, hidden, output, par, ident, zbuf,
+                    abuf, 0)
+            backward(self._theta, grad, grad, sizes, X, Y, ident, n, n, hidden, output, cost,
+                     par, ident, zbuf, abuf, dbuf, pbuf, np.empty(n, self.dtype), real(0),
+                     real(0), real(0), False, ident[:0], 0)
         return self._views(grad)
 
     # --- training ---------------------------------------------------------------------
@@ -604,6 +606,7 @@ class Network:
         batch = min(batch_size, n)
         real = np.dtype(self.dtype).type
         sizes, par, ident, (zbuf, abuf, dbuf, pbuf) = self._kernel_args(batch)
+        train_epoch = flat.for_codes(par)[2]
         # a tiny network trains faster in one function per epoch (see fastbp.kernels.tiny)
         work = batch * sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
         small = work <= TINY_MAX_WORK
@@ -642,7 +645,7 @@ class Network:
                             real(momentum), real(weight_decay),
                         )
                     else:
-                        total = flat.train_epoch(
+                        total = train_epoch(
                             self._theta, grad, vel, sizes, X, Y, order, batch, hidden,
                             output, cost, par, ident, zbuf, abuf, dbuf, pbuf, costs,
                             real(lr), real(momentum), real(weight_decay),

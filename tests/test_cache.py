@@ -188,3 +188,9 @@ def test_each_kernel_is_compiled_once_per_signature():
     rows = [line.split() for line in probe.stdout.splitlines()]
     assert len(rows) >= 20  # the kernels were compiled in this process, not loaded
     assert [r for r in rows if r[2] != "1"] == []
+    # no layer of either network runs a packed kernel: the drivers built without their
+    # branches ran, and neither packed kernel was compiled
+    names = {(r[0].rsplit(".", 1)[-1], r[1]) for r in rows}
+    assert ("flat", "train_epoch_unpacked") in names and ("flat", "train_epoch") not in names
+    assert not names & {("narrow", "forward_packed"), ("narrow", "backward_packed"),
+                        ("narrow", "_forward_packed"), ("narrow", "_backward_packed")}

@@ -7,7 +7,7 @@ import pytest
 import fastbp
 from fastbp import reference as R
 from fastbp.datasets import load
-from fastbp.kernels import codes
+from fastbp.kernels import codes, flat
 
 
 def _data(n=40, n_in=5, n_out=3, seed=0):
@@ -198,6 +198,22 @@ def test_thread_count_changes_no_bit(sizes, batch, dtype):
     assert all(np.array_equal(a, b) for a, b in zip(g1, g2))
     assert all(np.array_equal(a, b) for a, b in zip(p1, p2))
     assert np.array_equal(o1, o2)
+
+
+@pytest.mark.parametrize("sizes,batch,dtype,packs", [
+    ([8, 16, 4], 32, "float64", False), ([784, 16, 16, 10], 100, "float32", False),
+    ([784, 100, 10], 10, "float64", False), ([30, 64, 64, 12], 100, "float64", True),
+    ([40, 300, 10], 100, "float32", True), ([784, 512, 512, 10], 128, "float64", True),
+])
+def test_drivers_run_the_packed_kernels_where_a_layer_packs(sizes, batch, dtype, packs):
+    """A network whose layers run a packed kernel (forward pass or BP2) trains through
+    the drivers built with those kernels' branches; any other through the build without
+    them, whose first fit compiles neither packed kernel."""
+    par = fastbp.Network(sizes, dtype=dtype, seed=0)._kernel_args(batch)[1]
+    assert (par[:, :2] == codes.PACKED).any() == packs
+    built = ((flat.forward, flat.backward, flat.train_epoch) if packs else
+             (flat.forward_unpacked, flat.backward_unpacked, flat.train_epoch_unpacked))
+    assert all(a is b for a, b in zip(flat.for_codes(par), built, strict=True))
 
 
 def test_threads_context_restores_on_error():

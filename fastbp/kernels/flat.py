@@ -17,7 +17,12 @@ parallel region, ``par[l, 4]`` whether layer l's narrow gradient step first pack
 into the workspace ``pbuf``: chosen from the shapes by the caller. The drivers never
 allocate: they are compiled without reference counting (``fastbp._config.NO_REFCOUNT``),
 so the views they slice cost no atomic operations.
+
+The drivers come in two builds (:func:`for_codes` picks one): with the branches that run
+the packed kernels and, for networks none of whose layers runs one, without them.
 """
+
+import types
 
 from numba import njit
 
@@ -43,6 +48,11 @@ from .narrow import (
 )
 from .views import mat
 
+#: Whether a build of the drivers has the branches that run the packed kernels: Numba
+#: drops a branch on a constant before compiling it, so the build without them
+#: (:func:`for_codes`) does not compile those kernels either.
+PACKING = True
+
 
 @njit(inline="always", **SERIAL)
 def _offsets(sizes, batch, l):
@@ -64,7 +74,6 @@ def _layer_input(X, rows, abuf, ident, ao, batch, n_in, l):
     return mat(abuf, ao - batch * n_in, batch, n_in), ident
 
 
-@njit(**NO_REFCOUNT)
 def forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, abuf, first):
     """Feed examples ``X[rows[s]]``, s < m, through the layers from ``first`` (0, or 1
     when the first layer's are already there) into zbuf/abuf."""
@@ -82,7 +91,7 @@ def forward(theta, sizes, X, rows, m, batch, hidden, output, par, ident, zbuf, a
             forward_par(A_prev, r, W, b, act, m, Z, A)
         elif par[l, 0] == NARROW:
             forward_narrow(A_prev, r, W, b, act, m, Z, A)
-        elif par[l, 0] == PACKED:
+        elif PACKING and par[l, 0] == PACKED:
             forward_packed(A_prev, r, W, b, act, m, Z, A)
         else:
             forward_ser(A_prev, r, W, b, act, m, Z, A)
@@ -101,7 +110,6 @@ def costs(sizes, Y, rows, m, batch, output, cost, zbuf, abuf, dbuf, out):
     )
 
 
-@njit(**NO_REFCOUNT)
 def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost, par, ident,
              zbuf, abuf, dbuf, pbuf, sample_costs, lr, momentum, decay, apply, rows_next,
              m_next):
@@ -134,7 +142,7 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
                 backward_narrow(D, W, Z_prev, A_prev, hidden, m, D_prev)
             elif par[l, 1] == COLUMNS:
                 backward_columns(D, W, Z_prev, A_prev, hidden, m, D_prev)
-            elif par[l, 1] == PACKED:
+            elif PACKING and par[l, 1] == PACKED:
                 backward_packed(D, W, Z_prev, A_prev, hidden, m, D_prev)
             else:
                 backward_ser(D, W, Z_prev, A_prev, hidden, m, D_prev)
@@ -162,7 +170,6 @@ def backward(theta, grad, vel, sizes, X, Y, rows, m, batch, hidden, output, cost
     return False
 
 
-@njit(**NO_REFCOUNT)
 def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cost, par,
                 ident, zbuf, abuf, dbuf, pbuf, sample_costs, lr, momentum, decay):
     """One epoch of minibatch SGD over the examples in ``order`` (the caller shuffles).
@@ -187,3 +194,33 @@ def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cos
         for s in range(m):
             total += sample_costs[s]
     return total
+
+
+def _build(packing):
+    """:func:`forward`, :func:`backward` and :func:`train_epoch` compiled with
+    :data:`PACKING` set to ``packing``, each calling the others of its build (the build
+    without it under names of its own: Numba's disk cache tells functions apart by
+    name, not by their globals)."""
+    ns = dict(globals(), PACKING=packing)
+    suffix = "" if packing else "_unpacked"
+    for f in (forward, backward, train_epoch):  # each before its callers
+        g = types.FunctionType(f.__code__, ns, f.__name__ + suffix, f.__defaults__,
+                               f.__closure__)
+        g.__qualname__ = f.__qualname__ + suffix
+        g.__doc__ = f.__doc__
+        ns[f.__name__] = njit(**NO_REFCOUNT)(g)
+    return ns["forward"], ns["backward"], ns["train_epoch"]
+
+
+forward_unpacked, backward_unpacked, train_epoch_unpacked = _build(False)
+forward, backward, train_epoch = _build(True)
+
+
+def for_codes(par):
+    """``(forward, backward, train_epoch)`` for the kernel choices ``par``: the build
+    without the packed kernels' branches unless a layer runs one of them. The first fit
+    of a network none of whose layers packs compiles neither packed kernel (an 8-16-4
+    network's, float64, about 5 s of some 30)."""
+    if (par[:, :2] == PACKED).any():
+        return forward, backward, train_epoch
+    return forward_unpacked, backward_unpacked, train_epoch_unpacked
