@@ -576,8 +576,8 @@ def _readable(a, off, inside, tail, n, w):
 
 @njit(inline="always", **SERIAL)
 def _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0, a_src,
-                   a_base, a_stride, a_inside, a_packed, coefs, c_base, c_stride, c_inside,
-                   R, zero):
+                   a_base, a_stride, a_inside, a_packed, r_max, coefs, c_base, c_stride,
+                   c_inside, R, zero):
     """Columns k0 .. k0 + L - 1 (those < n_in; L one register's lanes) of the rows
     j0 .. j0 + R - 1 (those < n_out) of C: coef Σ_s δ_sj a_{rows[s]} (added to C when
     ``add``); from the first block of columns also gb_j = scale Σ_s δ_sj.
@@ -589,7 +589,7 @@ def _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0, a
     of δ itself, stride n_out, or a panel of δ^T packed by :func:`_pack_panel`, stride
     16). Where a whole register of inputs or 16 coefficients cannot be read there (r >=
     ``a_inside``, s >= ``c_inside``) they are first copied to the zero-padded ``tail``,
-    ``dtail``."""
+    ``dtail``; ``r_max`` is the largest r."""
     n_out, n_in = C.shape
     L = vector_lanes(zero)
     n = min(L, n_in - k0)
@@ -600,20 +600,20 @@ def _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0, a
     # the sums of δ in the first block of columns only (the branch is the same for
     # every example)
     sums = k0 == 0
-    if a_packed and c_inside >= m:
-        # every example's inputs and coefficients readable in place: a loop without
-        # the checks (W5's 512 -> 512 float64 step over 128 examples 1.13-1.19x, float32
-        # 1.13x, 784 -> 512 1.06x / 1.14x; kernel A/B, 2 threads)
-        for s in range(m):
-            rows_fma_broadcast(acc, a_src, a_base + s * a_stride, coefs,
-                               c_base + s * c_stride, R, sums)
-    else:
-        for s in range(m):
-            r = s if a_packed else rows[s]
-            src, src_off = _readable(a_src, a_base + r * a_stride, r < a_inside, tail, n, 0)
-            cs, c_off = _readable(coefs, c_base + s * c_stride, s < c_inside, dtail, used,
-                                  16)
-            rows_fma_broadcast(acc, src, src_off, cs, c_off, R, sums)
+    # the examples whose inputs and coefficients are all readable in place go through a
+    # loop without the checks (W5's 512 -> 512 float64 step over 128 examples
+    # 1.13-1.19x, float32 1.13x, 784 -> 512 1.06x / 1.14x; kernel A/B, 2 threads); the
+    # rest, if any, after them
+    checked = min(m, c_inside) if r_max < a_inside else 0
+    for s in range(checked):
+        r = s if a_packed else rows[s]
+        rows_fma_broadcast(acc, a_src, a_base + r * a_stride, coefs, c_base + s * c_stride,
+                           R, sums)
+    for s in range(checked, m):
+        r = s if a_packed else rows[s]
+        src, src_off = _readable(a_src, a_base + r * a_stride, r < a_inside, tail, n, 0)
+        cs, c_off = _readable(coefs, c_base + s * c_stride, s < c_inside, dtail, used, 16)
+        rows_fma_broadcast(acc, src, src_off, cs, c_off, R, sums)
     rows_axpy_prefix(flat(C), j0 * n_in + k0, n_in, used, n, acc, coef, add, R)
     if k0 == 0:  # every block of columns has the same sums of δ
         axpy_prefix(gb, j0, acc, R * L, used, scale, False, 16)
@@ -653,6 +653,11 @@ def _gradient_columns(D, A_prev, rows, m, coef, C, add, gb, scale, kb0, kb1, pan
     # for 512 float64 inputs: the 512 -> 512 float64 step over 128 examples ran 1.08x
     # faster with the copy, 795 against 861 µs on 2 threads)
     a_packed = n_out > GRADIENT_ROWS and m * L <= INPUT_PANEL
+    r_max = m - 1  # the last row read (of the copy, else of A_prev)
+    if not a_packed:
+        r_max = 0
+        for s in range(m):
+            r_max = max(r_max, rows[s])
     for kb in range(kb0, kb1):
         k0 = kb * L
         if a_packed:
@@ -674,20 +679,20 @@ def _gradient_columns(D, A_prev, rows, m, coef, C, add, gb, scale, kb0, kb1, pan
             # R a literal: each is its own body, its sums in registers
             if rest > 10:
                 _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
-                               a_src, a_base, a_stride, a_inside, a_packed, coefs, c_base,
-                               c_stride, c_inside, 16, zero)
+                               a_src, a_base, a_stride, a_inside, a_packed, r_max, coefs,
+                               c_base, c_stride, c_inside, 16, zero)
             elif rest > 8:
                 _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
-                               a_src, a_base, a_stride, a_inside, a_packed, coefs, c_base,
-                               c_stride, c_inside, 10, zero)
+                               a_src, a_base, a_stride, a_inside, a_packed, r_max, coefs,
+                               c_base, c_stride, c_inside, 10, zero)
             elif rest > 4:
                 _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
-                               a_src, a_base, a_stride, a_inside, a_packed, coefs, c_base,
-                               c_stride, c_inside, 8, zero)
+                               a_src, a_base, a_stride, a_inside, a_packed, r_max, coefs,
+                               c_base, c_stride, c_inside, 8, zero)
             else:
                 _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
-                               a_src, a_base, a_stride, a_inside, a_packed, coefs, c_base,
-                               c_stride, c_inside, 4, zero)
+                               a_src, a_base, a_stride, a_inside, a_packed, r_max, coefs,
+                               c_base, c_stride, c_inside, 4, zero)
 
 
 def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
