@@ -139,7 +139,12 @@ NARROW_BACKWARD_MIN_OUTPUTS = 8
 #: threads, 33-131 thousand multiply-adds (16-32 neurons over 16-32 inputs, 10-16 over
 #: 64-100 for BP2): float32 gradient step 1.7-4.6x, BP2 1.1-3.4x, forward 2.0-3.3x;
 #: float64 up to 65536: gradient step 1.6-2.4x, BP2 1.2-2.2x, forward 1.3-1.9x, but at
-#: 100-131 thousand gradient step 0.84-1.8x, BP2 0.78-1.7x.
+#: 100-131 thousand gradient step 0.84-1.8x, BP2 0.78-1.7x. A forward pass the narrow
+#: kernel does not suit runs the serial blocked kernel up to this work too: against the
+#: parallel one, 2 threads (Intel Xeon), float32 100 -> 10 over 100 examples 1.17-1.42x,
+#: 64 -> 32 over 50 1.36x, 200 -> 50 over 10 1.38x, 128 -> 32 over 32 1.44x, 784 -> 16
+#: over 8 1.71x; float64 100 -> 10 over 64 1.26x, 128 -> 32 over 16 1.79x, 200 -> 50 over
+#: 6 1.28x (and past it, 100 -> 40 over 64, 0.78x).
 NARROW_SERIAL_MAX_BYTES = 524288
 
 #: Most neurons (n_l) for which a float64 hidden layer's parallel gradient step runs the

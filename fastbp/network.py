@@ -292,7 +292,8 @@ class Network:
         ``NARROW_FORWARD_MIN_BATCH``), unless its work (batch × n_out × n_in
         multiply-adds) is more than a serial narrow kernel does faster
         (``NARROW_SERIAL_MAX_BYTES``). Otherwise it runs in parallel when
-        its work repays a parallel region (``PARALLEL_MIN_WORK``) and its parallel loop
+        its work repays a parallel region (``PARALLEL_MIN_WORK``; for the forward pass,
+        work that a serial kernel does not do faster either) and its parallel loop
         has more than one block, and the serial blocked kernel if not. A parallel
         gradient step runs the narrow kernel's parallel build (``COLUMNS``) where it packs
         δ (``PACK_MIN_ROW_BYTES``, ``PACK_MIN_BYTES``), and in a hidden layer (l > 0)
@@ -325,8 +326,8 @@ class Network:
                 n_in <= NARROW_MAX_WIDTH or n_out >= NARROW_BACKWARD_MIN_OUTPUTS,
                 True,
             )
-            parallel = (big and n_out > 4, big and batch > 4, big and n_out > 1)
             serial = work * itemsize <= NARROW_SERIAL_MAX_BYTES
+            parallel = (big and n_out > 4 and not serial, big and batch > 4, big and n_out > 1)
             packs = (n_out * itemsize >= PACK_MIN_ROW_BYTES
                      and batch * n_out * itemsize >= PACK_MIN_BYTES)
             # where a parallel kernel runs the narrow kernel's parallel build instead

@@ -610,7 +610,8 @@ def test_narrow_kernels_are_chosen_by_shape():
     """Serial gradient steps of any shape, serial BP2 of inputs up to 32 wide or of 8
     neurons or more, and serial forward passes of 9 to 16 neurons over inputs up to 32
     wide in minibatches of 8 or more, run the narrow kernels, also where the work would
-    run in parallel, up to 524288 bytes of it. Parallel gradient steps of hidden layers
+    run in parallel, up to 524288 bytes of it, and other forward passes up to that work
+    the serial blocked kernel. Parallel gradient steps of hidden layers
     run the narrow kernel's parallel build (COLUMNS) in float32, and in float64 for 16
     neurons or fewer; the first layer's run the blocked one. Parallel BP2 the narrow
     kernel suits runs its parallel build over the examples in float32, and in float64
@@ -630,10 +631,11 @@ def test_narrow_kernels_are_chosen_by_shape():
         # wider inputs: BP2 of 8 neurons or more, any gradient step
         par = fastbp.Network([784, 100, 10], dtype=dtype)._kernel_args(10)[1]
         assert par[1, 1] == codes.NARROW and par[1, 2] == codes.NARROW
-    # 100 x 100 x 10 multiply-adds: serial narrow BP2 and gradient step in float32
-    # (400 KB), parallel in float64 (800 KB), the gradient step's over columns
+    # 100 x 100 x 10 multiply-adds: serial narrow BP2 and gradient step and the serial
+    # blocked forward pass in float32 (400 KB), parallel in float64 (800 KB), the
+    # gradient step's over columns
     par = fastbp.Network([784, 100, 10], dtype="float32")._kernel_args(100)[1]
-    assert (par[1, 1:3] == codes.NARROW).all() and par[1, 0] == codes.PARALLEL
+    assert (par[1, 1:3] == codes.NARROW).all() and par[1, 0] == codes.BLOCKED
     par = fastbp.Network([784, 100, 10], dtype="float64")._kernel_args(100)[1]
     assert par[1, 0] == codes.PARALLEL and (par[1, 1:3] == codes.COLUMNS).all()
     assert par[0, 2] == codes.PARALLEL and not par[:, 4].any()  # rows of δ of 800 bytes
