@@ -582,16 +582,16 @@ def _step_forward(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum,
     _activate_rows(act, m_next, Z, A, n_out)
 
 
-def _named(f, suffix):
-    """A copy of ``f`` under its own name.
+def _named(f, suffix, namespace=None):
+    """A copy of ``f`` under its own name, resolving its globals in ``namespace`` if given.
 
     Numba's disk cache files a compiled function under its module, qualified name and
-    first line, not its compile options: a parallel and a serial build of one function
-    would share one cache entry and load each other's machine code (the serial build
-    then launching parallel regions). Each build gets its own name instead.
+    first line, not its compile options or globals: a parallel and a serial build of one
+    function would share one cache entry and load each other's machine code (the serial
+    build then launching parallel regions). Each build gets its own name instead.
     """
-    g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + suffix, f.__defaults__,
-                           f.__closure__)
+    g = types.FunctionType(f.__code__, f.__globals__ if namespace is None else namespace,
+                           f.__name__ + suffix, f.__defaults__, f.__closure__)
     g.__qualname__ = f.__qualname__ + suffix
     g.__doc__ = f.__doc__
     return g

@@ -22,12 +22,11 @@ The drivers come in two builds (:func:`for_codes` picks one): with the branches 
 the packed kernels and, for networks none of whose layers runs one, without them.
 """
 
-import types
-
 from numba import njit
 
 from .._config import NO_REFCOUNT, SERIAL
 from .blocked import (
+    _named,
     backward_par,
     backward_ser,
     forward_par,
@@ -199,16 +198,11 @@ def train_epoch(theta, grad, vel, sizes, X, Y, order, batch, hidden, output, cos
 def _build(packing):
     """:func:`forward`, :func:`backward` and :func:`train_epoch` compiled with
     :data:`PACKING` set to ``packing``, each calling the others of its build (the build
-    without it under names of its own: Numba's disk cache tells functions apart by
-    name, not by their globals)."""
+    without it under names of its own, see :func:`~fastbp.kernels.blocked._named`)."""
     ns = dict(globals(), PACKING=packing)
     suffix = "" if packing else "_unpacked"
     for f in (forward, backward, train_epoch):  # each before its callers
-        g = types.FunctionType(f.__code__, ns, f.__name__ + suffix, f.__defaults__,
-                               f.__closure__)
-        g.__qualname__ = f.__qualname__ + suffix
-        g.__doc__ = f.__doc__
-        ns[f.__name__] = njit(**NO_REFCOUNT)(g)
+        ns[f.__name__] = njit(**NO_REFCOUNT)(_named(f, suffix, ns))
     return ns["forward"], ns["backward"], ns["train_epoch"]
 
 
