@@ -135,10 +135,12 @@ def test_training_path_follows_the_work_per_minibatch(sizes, batch, expected, mo
     layer kernels otherwise."""
     monkeypatch.setattr(fastbp.network, "TINY_MAX_WORK", 600)
     calls = []
-    for name in ("tiny", "flat"):
+    # the layer kernels' path: either build of the drivers (fastbp.kernels.flat.for_codes)
+    for name, attr in (("tiny", "train_epoch"), ("flat", "train_epoch"),
+                       ("flat", "train_epoch_unpacked")):
         module = getattr(K, name)
-        real = module.train_epoch
-        monkeypatch.setattr(module, "train_epoch",
+        real = getattr(module, attr)
+        monkeypatch.setattr(module, attr,
                             lambda *a, _n=name, _f=real: calls.append(_n) or _f(*a))
     rng = np.random.default_rng(0)
     net = fastbp.Network(sizes, seed=0)
