@@ -19,7 +19,9 @@ SIZES = [8, 6, 3]
 N = 12
 FIT = dict(epochs=2, batch_size=5, lr=0.1)
 #: every kernel entry point Network may call
-KERNEL_ENTRY_POINTS = ("forward", "costs", "backward", "train_epoch")
+# both builds of the drivers (fastbp.kernels.flat.for_codes)
+KERNEL_ENTRY_POINTS = ("forward", "costs", "backward", "train_epoch", "forward_unpacked",
+                       "backward_unpacked", "train_epoch_unpacked")
 
 
 # --- helpers -------------------------------------------------------------------------
