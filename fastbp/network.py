@@ -327,7 +327,8 @@ class Network:
                 True,
             )
             serial = work * itemsize <= NARROW_SERIAL_MAX_BYTES
-            parallel = (big and n_out > 4 and not serial, big and batch > 4, big and n_out > 1)
+            parallel = (big and n_out > 4 and not serial, big and batch > 4,
+                        big and n_out > 1)
             packs = (n_out * itemsize >= PACK_MIN_ROW_BYTES
                      and batch * n_out * itemsize >= PACK_MIN_BYTES)
             # where a parallel kernel runs the narrow kernel's parallel build instead

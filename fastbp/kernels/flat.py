@@ -214,7 +214,7 @@ def for_codes(par):
     """``(forward, backward, train_epoch)`` for the kernel choices ``par``: the build
     without the packed kernels' branches unless a layer runs one of them. The first fit
     of a network none of whose layers packs compiles neither packed kernel (an 8-16-4
-    network's, float64, about 5 s of some 30)."""
+    network's, float64: 23 s cold against 28-29 s)."""
     if (par[:, :2] == PACKED).any():
         return forward, backward, train_epoch
     return forward_unpacked, backward_unpacked, train_epoch_unpacked
