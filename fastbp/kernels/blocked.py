@@ -53,6 +53,13 @@ FORWARD_MIN_TASKS = 8
 
 
 @njit(inline="always", **SERIAL)
+def _four(s0, m):
+    """The three examples after s0 in a block of four of a minibatch of m, those past its
+    last example repeating it (the last block then sums and stores it again)."""
+    return min(s0 + 1, m - 1), min(s0 + 2, m - 1), min(s0 + 3, m - 1)
+
+
+@njit(inline="always", **SERIAL)
 def _dots(W, A, j0, j1, j2, j3, r0, r1, r2, r3, nb, n, acc, pad, zero):
     """The nb × 4 dot products A[r_b, :] · W[j_a, :] (nb = 4, or 2: b < 2 only), summed in
     the rows of ``acc``, that of (b, a) at row 4b + a (:func:`.lanes.rows_sum16_store`
@@ -177,9 +184,7 @@ def _forward_block(A_prev, rows, W, b, m, Z, j0, n_out, n_in, s_lo, s_hi, zero):
     pad = scratch(128, zero)
     z_flat = flat(Z)
     for s0 in range(s_lo, s_hi, 4):
-        s1 = min(s0 + 1, m - 1)  # the last 1-3 examples likewise
-        s2 = min(s0 + 2, m - 1)
-        s3 = min(s0 + 3, m - 1)
+        s1, s2, s3 = _four(s0, m)  # the last 1-3 examples likewise
         if s0 + 2 < m:
             _dots(W, A_prev, j0, j1, j2, j3, rows[s0], rows[s1], rows[s2], rows[s3], 4,
                   n_in, acc, pad, zero)
@@ -370,9 +375,7 @@ def _gradient_rows4(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
     sb0 = sb1 = sb2 = sb3 = zero
     m4 = m - 2 if m % 4 == 2 else m
     for s0 in range(0, m4, 4):
-        s1 = min(s0 + 1, m - 1)
-        s2 = min(s0 + 2, m - 1)
-        s3 = min(s0 + 3, m - 1)
+        s1, s2, s3 = _four(s0, m)
         r00, r01, r02, r03 = _deltas4(D, s0, m, j0, zero)
         r10, r11, r12, r13 = _deltas4(D, s0, m, j1, zero)
         r20, r21, r22, r23 = _deltas4(D, s0, m, j2, zero)
@@ -415,9 +418,7 @@ def _gradient_rows2(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
     j1 = j0 + 1
     sb0 = sb1 = zero
     for s0 in range(0, m, 4):
-        s1 = min(s0 + 1, m - 1)
-        s2 = min(s0 + 2, m - 1)
-        s3 = min(s0 + 3, m - 1)
+        s1, s2, s3 = _four(s0, m)
         r00, r01, r02, r03 = _deltas4(D, s0, m, j0, zero)
         r10, r11, r12, r13 = _deltas4(D, s0, m, j1, zero)
         sb0 += (r00 + r01) + (r02 + r03)
@@ -454,9 +455,7 @@ def _gradient_row(D, A_prev, rows, m, coef, gW, j, n_in, zero, add):
     returns Σ_s δ_sj."""
     sb = zero
     for s0 in range(0, m, 4):
-        s1 = min(s0 + 1, m - 1)
-        s2 = min(s0 + 2, m - 1)
-        s3 = min(s0 + 3, m - 1)
+        s1, s2, s3 = _four(s0, m)
         q0, q1, q2, q3 = _deltas4(D, s0, m, j, zero)
         sb += (q0 + q1) + (q2 + q3)
         d0 = q0 * coef

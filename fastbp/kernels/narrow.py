@@ -42,6 +42,7 @@ from .blocked import (
     GRADIENT,
     STEP,
     _activate_rows,
+    _four,
     _mode,
     _named,
     _part_rows,
@@ -164,9 +165,7 @@ def _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, Z_prev, A_prev, act
                     a_flat)
     for s0 in range(s_4, s_hi, 4):
         # the last block's missing examples repeat its last one (same sums, same stores)
-        s1 = min(s0 + 1, m - 1)
-        s2 = min(s0 + 2, m - 1)
-        s3 = min(s0 + 3, m - 1)
+        s1, s2, s3 = _four(s0, m)
         _backward_sums(D, W, tail, inside, k0, n, s0, s1, s2, s3, acc, w, 4, zero)
         _store_rows(d_flat, k0, n_in, s0, s1, s2, s3, acc, n, w, 4, act_prev, z_flat,
                     a_flat)
@@ -332,9 +331,9 @@ def _packed_block(D, W, panel, m, k0, D_prev, Z_prev, A_prev, act_prev, acc, w, 
             _packed_examples(D, panel, j_lo, j_hi, last, s0, s0, s0, s0, acc, w, 8, d_flat,
                              k0, n_in, n, act_prev, z_flat, a_flat, zero)
         for s0 in range(s_8, m, 4):
-            _packed_examples(D, panel, j_lo, j_hi, last, s0, min(s0 + 1, m - 1),
-                             min(s0 + 2, m - 1), min(s0 + 3, m - 1), acc, w, 4, d_flat, k0,
-                             n_in, n, act_prev, z_flat, a_flat, zero)
+            s1, s2, s3 = _four(s0, m)
+            _packed_examples(D, panel, j_lo, j_hi, last, s0, s1, s2, s3, acc, w, 4, d_flat,
+                             k0, n_in, n, act_prev, z_flat, a_flat, zero)
 
 
 @njit(**NOALIAS)
@@ -443,9 +442,7 @@ def _forward_packed_block(A_prev, rows, W, b, m, Z, j0, panel, acc, brow, w):
             _store_rows(z_flat, j0, n_out, s0, s0, s0, s0, acc, n, w, 8, None, z_flat,
                         z_flat)
         for s0 in range(s_8, m, 4):
-            s1 = min(s0 + 1, m - 1)
-            s2 = min(s0 + 2, m - 1)
-            s3 = min(s0 + 3, m - 1)
+            s1, s2, s3 = _four(s0, m)
             q0 = rows[s0]
             _forward_run(A_prev, panel, k_lo, k_hi, q0, rows[s1], rows[s2], rows[s3], q0,
                          q0, q0, q0, s0, s1, s2, s3, acc, brow, z_flat, j0, n_out, n, w, 4)
@@ -496,9 +493,7 @@ def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w):
     load_prefix(brow, 0, b, 0, n_out, w)
     z_flat = flat(Z)
     for s0 in range(0, m, 4):
-        s1 = min(s0 + 1, m - 1)  # as in _backward_columns
-        s2 = min(s0 + 2, m - 1)
-        s3 = min(s0 + 3, m - 1)
+        s1, s2, s3 = _four(s0, m)  # as in _backward_columns
         q0 = rows[s0]
         q1 = rows[s1]
         q2 = rows[s2]
