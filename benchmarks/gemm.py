@@ -74,6 +74,15 @@ SETTLE = 0.2
 #: the identity (columns ``σ=id``).
 SMOOTH = (codes.SIGMOID, codes.TANH)
 
+#: Multiply-adds of each timed call's loop (``reps`` kernel calls; at least 2). Entering
+#: a compiled loop from Python costs its dispatch, about 4-5 µs for a kernel's loop
+#: (seventeen arguments, one of them the kernel) against 0.35 µs for ``np.dot``'s, and
+#: all of it is counted against each call of the loop. At 2e6 multiply-adds a call, a
+#: 100 × 10 × 100 gradient step made 20 calls a loop and gained 0.2-0.4 µs each of
+#: them (2.08 against 1.88 µs in float32, 3.63 against 3.20 µs in float64), OpenBLAS
+#: 0.02 µs.
+REPS_WORK = 2e7
+
 
 def _median_time(fn, min_time):
     """Median seconds of one call, over at least 5 calls and about ``min_time`` seconds."""
@@ -367,7 +376,7 @@ def main(argv=None):
             for dtype in args.dtypes.split(","):
                 for l, name, ours, blas, unfused, mads in layer_cases(w, dtype, rng,
                                                                       args.from_python):
-                    reps = max(1, int(2e6 // mads))
+                    reps = max(2, int(REPS_WORK // mads))
                     timers = [t(reps) for t in [*ours, *blas, *unfused]]
                     share = args.min_time / (2 * args.rounds)
                     for fn in timers:
