@@ -147,6 +147,15 @@ NARROW_BACKWARD_MIN_OUTPUTS = 8
 #: 6 1.28x (and past it, 100 -> 40 over 64, 0.78x).
 NARROW_SERIAL_MAX_BYTES = 524288
 
+#: Bytes of work up to which the gradient step of a layer past the first runs the
+#: narrow kernel serially (the first layer's, ``NARROW_SERIAL_MAX_BYTES``). Kernel
+#: A/B against its parallel build (``COLUMNS``), 2 threads (Intel Xeon), inputs 100
+#: wide: float64 100 -> 10 over 100 examples (800 KB of work) 1.12x and 1.17x in two
+#: runs, 100 -> 16 over 100 (1.28 MB) 1.10x, 100 -> 10 over 128 (1 MB) 0.97x, over 200
+#: (1.6 MB) 0.83x, 100 -> 32 over 100 (2.56 MB) 0.91x; float32 100 -> 10 over 200
+#: (800 KB) 1.18x, 100 -> 32 over 100 (1.28 MB) 1.08x, over 200 (2.56 MB) 0.86x.
+NARROW_GRADIENT_SERIAL_MAX_BYTES = 1048576
+
 #: Most neurons (n_l) for which a float64 hidden layer's parallel gradient step runs the
 #: narrow kernel's parallel build over blocks of columns (``COLUMNS``); float32 hidden
 #: layers always do, and any layer whose step packs δ (``PACK_MIN_ROW_BYTES``); other

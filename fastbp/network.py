@@ -20,6 +20,7 @@ from ._config import (
     NARROW_FORWARD_OUTPUTS,
     NARROW_BACKWARD_MIN_OUTPUTS,
     NARROW_MAX_WIDTH,
+    NARROW_GRADIENT_SERIAL_MAX_BYTES,
     NARROW_SERIAL_MAX_BYTES,
     PACK_BACKWARD_MIN_OUTPUTS,
     PACK_FORWARD_MIN_BATCH,
@@ -291,7 +292,8 @@ class Network:
         narrow layer over a narrow input (``NARROW_FORWARD_OUTPUTS``,
         ``NARROW_FORWARD_MIN_BATCH``), unless its work (batch × n_out × n_in
         multiply-adds) is more than a serial narrow kernel does faster
-        (``NARROW_SERIAL_MAX_BYTES``). Otherwise it runs in parallel when
+        (``NARROW_SERIAL_MAX_BYTES``; a hidden or output layer's gradient step
+        ``NARROW_GRADIENT_SERIAL_MAX_BYTES``). Otherwise it runs in parallel when
         its work repays a parallel region (``PARALLEL_MIN_WORK``; for the forward pass,
         work that a serial kernel does not do faster either) and its parallel loop
         has more than one block, and the serial blocked kernel if not. A parallel
@@ -327,6 +329,9 @@ class Network:
                 True,
             )
             serial = work * itemsize <= NARROW_SERIAL_MAX_BYTES
+            # a hidden or output layer's gradient step: serial over more work
+            serials = (serial, serial, serial or l > 0 and (
+                work * itemsize <= NARROW_GRADIENT_SERIAL_MAX_BYTES))
             parallel = (big and n_out > 4 and not serial, big and batch > 4,
                         big and n_out > 1)
             packs = (n_out * itemsize >= PACK_MIN_ROW_BYTES
@@ -339,7 +344,7 @@ class Network:
                 packs or l > 0 and (itemsize == 4 or n_out <= COLUMNS_FLOAT64_MAX_OUTPUTS),
             )
             for c in range(3):
-                par[l, c] = (codes.NARROW if narrow[c] and (serial or not parallel[c]) else
+                par[l, c] = (codes.NARROW if narrow[c] and (serials[c] or not parallel[c]) else
                              codes.COLUMNS if parallel[c] and columns[c] else
                              codes.PARALLEL if parallel[c] else codes.BLOCKED)
             if (l > 0 and par[l, 1] in (codes.PARALLEL, codes.COLUMNS)

@@ -101,6 +101,7 @@ def test_sgd_epoch_matches_reference(output, cost, hidden, dtype, momentum, deca
     if path == "parallel":
         monkeypatch.setattr(fastbp.network, "PARALLEL_MIN_WORK", 0)
         monkeypatch.setattr(fastbp.network, "NARROW_SERIAL_MAX_BYTES", 0)
+        monkeypatch.setattr(fastbp.network, "NARROW_GRADIENT_SERIAL_MAX_BYTES", 0)
     sizes = [7, 5, 4, 3]
     net, X, Y, W64, b64 = _setup(sizes, hidden, output, cost, dtype, 34, seed=3)
     order = np.random.default_rng(99).permutation(34)
@@ -612,8 +613,8 @@ def test_narrow_kernels_are_chosen_by_shape():
     """Serial gradient steps of any shape, serial BP2 of inputs up to 32 wide or of 8
     neurons or more, and serial forward passes of 9 to 16 neurons over inputs up to 32
     wide in minibatches of 8 or more, run the narrow kernels, also where the work would
-    run in parallel, up to 524288 bytes of it, and other forward passes up to that work
-    the serial blocked kernel. Parallel gradient steps of hidden layers
+    run in parallel, up to 524288 bytes of it (a gradient step past the first layer up
+    to 1048576), and other forward passes up to that work the serial blocked kernel. Parallel gradient steps of hidden layers
     run the narrow kernel's parallel build (COLUMNS) in float32, and in float64 for 16
     neurons or fewer; the first layer's run the blocked one. Parallel BP2 the narrow
     kernel suits runs its parallel build over the examples in float32, and in float64
@@ -634,13 +635,19 @@ def test_narrow_kernels_are_chosen_by_shape():
         par = fastbp.Network([784, 100, 10], dtype=dtype)._kernel_args(10)[1]
         assert par[1, 1] == codes.NARROW and par[1, 2] == codes.NARROW
     # 100 x 100 x 10 multiply-adds: serial narrow BP2 and gradient step and the serial
-    # blocked forward pass in float32 (400 KB), parallel in float64 (800 KB), the
-    # gradient step's over columns
+    # blocked forward pass in float32 (400 KB), parallel in float64 (800 KB), BP2's over
+    # the examples; the gradient step past the first layer serial up to 1 MiB of work
     par = fastbp.Network([784, 100, 10], dtype="float32")._kernel_args(100)[1]
     assert (par[1, 1:3] == codes.NARROW).all() and par[1, 0] == codes.BLOCKED
     par = fastbp.Network([784, 100, 10], dtype="float64")._kernel_args(100)[1]
-    assert par[1, 0] == codes.PARALLEL and (par[1, 1:3] == codes.COLUMNS).all()
+    assert par[1, 0] == codes.PARALLEL and par[1, 1] == codes.COLUMNS
+    assert par[1, 2] == codes.NARROW
     assert par[0, 2] == codes.PARALLEL and not par[:, 4].any()  # rows of δ of 800 bytes
+    for batch, code in ((131, codes.NARROW), (132, codes.COLUMNS)):  # 1,048,000 bytes
+        par = fastbp.Network([784, 100, 10], dtype="float64")._kernel_args(batch)[1]
+        assert par[1, 2] == code, batch
+    par = fastbp.Network([100, 10, 3], dtype="float64")._kernel_args(100)[1]
+    assert par[0, 2] == codes.PARALLEL  # a first layer's: 800 KB, parallel
     # rows of δ of 1024 bytes or more, 32768 bytes of δ or more: packed, and the first
     # layer's step over columns too
     for dtype, n_out, batch, code in (
@@ -674,12 +681,16 @@ def test_narrow_kernels_are_chosen_by_shape():
         # serial where the work is small (24 x 64 x 64 float32 multiply-adds: 393 KB)
         par = fastbp.Network([10, 64, 64], dtype=dtype)._kernel_args(24)[1]
         assert par[1, 1] == (codes.NARROW if dtype == "float32" else codes.PACKED)
-    # 16 neurons over 32 inputs: serial up to 256 examples in float32, 128 in float64
+    # 16 neurons over 32 inputs: serial up to 256 examples in float32, 128 in float64,
+    # the gradient step up to 512 and 256
     for dtype, batch, code in (("float32", 256, codes.NARROW), ("float32", 257, codes.PARALLEL),
                                ("float64", 128, codes.NARROW), ("float64", 129, codes.PARALLEL)):
         par = fastbp.Network([32, 32, 16], dtype=dtype)._kernel_args(batch)[1]
         assert par[1, 0] == code
-        assert (par[1, 1:3] == (code if code == codes.NARROW else codes.COLUMNS)).all()
+        assert par[1, 1] == (code if code == codes.NARROW else codes.COLUMNS)
+        assert par[1, 2] == codes.NARROW
+        step = fastbp.Network([32, 32, 16], dtype=dtype)._kernel_args(2 * batch)[1][1, 2]
+        assert step == (code if code == codes.NARROW else codes.COLUMNS), (dtype, batch)
     # 17 neurons: parallel gradient steps over columns in float32 only
     for dtype, code in (("float32", codes.COLUMNS), ("float64", codes.PARALLEL)):
         par = fastbp.Network([32, 32, 17], dtype=dtype)._kernel_args(512)[1]
@@ -743,6 +754,7 @@ def test_fused_first_layer_changes_no_bit_of_training(dtype, batch, momentum, de
     monkeypatch.setattr(fastbp.network, "TINY_MAX_WORK", 0)
     monkeypatch.setattr(fastbp.network, "PARALLEL_MIN_WORK", 0)
     monkeypatch.setattr(fastbp.network, "NARROW_SERIAL_MAX_BYTES", 0)
+    monkeypatch.setattr(fastbp.network, "NARROW_GRADIENT_SERIAL_MAX_BYTES", 0)
     rng = np.random.default_rng(5)
     X = rng.normal(0, 1, (34, 7)).astype(dtype)
     Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, 34)]
