@@ -23,6 +23,21 @@ def _sparse_error(name):
     )
 
 
+def all_finite(a):
+    """Whether every element of the float array ``a`` is finite.
+
+    A NaN or an infinity makes every sum that includes it NaN or infinite, so a finite
+    sum of ``a`` proves all its elements finite, in one pass that only reads it (the
+    first check of scikit-learn's ``assert_all_finite``); only a sum that is not finite
+    (a bad element, or finite ones whose sum overflows) sends ``a`` through
+    ``np.isfinite`` element by element. That test writes a boolean array as large as
+    ``a`` first: over 60,000 × 784 inputs it took 37 ms in float64 (23 in float32)
+    against the sum's 23 ms (12), a third of a W1 training epoch.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(a.sum())) or bool(np.isfinite(a).all())
+
+
 def _as_kernel_array(a, dtype, name):
     """C-contiguous and writeable (Numba types read-only arrays differently), finite.
 
@@ -34,7 +49,7 @@ def _as_kernel_array(a, dtype, name):
     narrowing = a.dtype.kind == "f" and a.dtype.itemsize > dtype.itemsize
     with np.errstate(over="ignore"):
         a = np.ascontiguousarray(a, dtype=dtype)
-    if narrowing and not np.isfinite(a).all():
+    if narrowing and not all_finite(a):
         raise ValueError(
             f"Input {name} contains infinity or a value too large for {dtype!r}."
         )
@@ -59,7 +74,7 @@ def _ready(a, dtype, n_rows, n_cols):
         and (n_rows is None or a.shape[0] == n_rows)
         and a.flags.c_contiguous
         and a.flags.writeable
-        and bool(np.isfinite(a).all())
+        and all_finite(a)
     )
 
 

@@ -46,7 +46,7 @@ def _same_view(a, view):
 
 
 def _all_finite(arrays):
-    return all(np.isfinite(a).all() for a in arrays)
+    return all(v.all_finite(a) for a in arrays)
 
 
 #: Bytes of the address bits that loads and stores are matched on (4K aliasing).

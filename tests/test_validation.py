@@ -549,6 +549,37 @@ def test_single_output_labels_match_a_float_column():
     _assert_same_outputs(got, expected)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_all_finite_is_the_elementwise_test(dtype):
+    """all_finite answers as np.isfinite(a).all() does: for finite arrays, also those
+    whose sum overflows (its element-by-element fallback), and for arrays with a NaN, an
+    infinity of either sign, or both infinities (whose sum is NaN)."""
+    from fastbp import _validation as v
+
+    big = np.finfo(dtype).max
+    cases = {
+        "finite": X_GOOD,
+        "sum overflows": _with(_with(X_GOOD, (0, 0), big), (4, 3), big),
+        "sum overflows below": _with(_with(X_GOOD, (0, 0), -big), (4, 3), -big),
+        "nan": _with(X_GOOD, (3, 2), np.nan),
+        "inf": _with(X_GOOD, (11, 7), np.inf),
+        "-inf": _with(X_GOOD, (1, 1), -np.inf),
+        "both infinities": _with(_with(X_GOOD, (0, 1), np.inf), (2, 2), -np.inf),
+        "one element": np.array([[np.nan]]),
+        "empty": X_GOOD[:0],
+    }
+    for name, a in cases.items():
+        a = a.astype(dtype)
+        expected = bool(np.isfinite(a).all())
+        assert v.all_finite(a) is expected, name
+        assert expected == (name in ("finite", "sum overflows", "sum overflows below",
+                                     "empty")), name
+    huge = cases["sum overflows"].astype(dtype)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(huge.sum())
+    assert v.check_X(huge, SIZES[0], dtype) is huge  # taken as it is
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_ready_arrays_are_taken_as_they_are_and_others_checked(dtype):
     """A finite, C-contiguous, writeable array of the network's dtype and shape is used
