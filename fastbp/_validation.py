@@ -5,7 +5,9 @@ the network's dtype; the kernels then never check anything.
 """
 
 import numbers
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_array
@@ -23,6 +25,15 @@ def _sparse_error(name):
     )
 
 
+#: Bytes of an array from which :func:`all_finite` sums its parts in threads.
+THREADED_SUM_MIN_BYTES = 1 << 24
+
+
+def _sum(a):
+    with np.errstate(over="ignore", invalid="ignore"):  # per thread
+        return a.sum()
+
+
 def all_finite(a):
     """Whether every element of the float array ``a`` is finite.
 
@@ -32,10 +43,20 @@ def all_finite(a):
     (a bad element, or finite ones whose sum overflows) sends ``a`` through
     ``np.isfinite`` element by element. That test writes a boolean array as large as
     ``a`` first: over 60,000 × 784 inputs it took 37 ms in float64 (23 in float32)
-    against the sum's 23 ms (12), a third of a W1 training epoch.
+    against the sum's 23 ms (12), a third of a W1 training epoch. From
+    ``THREADED_SUM_MIN_BYTES`` on, a contiguous ``a`` is summed in as many parts as the
+    kernels' threads (``fastbp.threads``), each in a thread of its own (NumPy sums
+    without the GIL): 13 ms (8) on two threads. The answer is exact whatever the parts.
     """
+    n = numba.get_num_threads() if a.nbytes >= THREADED_SUM_MIN_BYTES else 1
+    if n > 1 and (a.flags.c_contiguous or a.flags.f_contiguous):
+        parts = np.array_split(a.reshape(-1, order="A"), n)
+        with ThreadPoolExecutor(n) as pool:
+            sums = list(pool.map(_sum, parts))
+    else:
+        sums = [_sum(a)]
     with np.errstate(over="ignore", invalid="ignore"):
-        return bool(np.isfinite(a.sum())) or bool(np.isfinite(a).all())
+        return bool(np.isfinite(np.sum(sums))) or bool(np.isfinite(a).all())
 
 
 def _as_kernel_array(a, dtype, name):

@@ -549,12 +549,23 @@ def test_single_output_labels_match_a_float_column():
     _assert_same_outputs(got, expected)
 
 
+@pytest.mark.parametrize("threaded", [False, True])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_all_finite_is_the_elementwise_test(dtype):
+def test_all_finite_is_the_elementwise_test(dtype, threaded, monkeypatch):
     """all_finite answers as np.isfinite(a).all() does: for finite arrays, also those
     whose sum overflows (its element-by-element fallback), and for arrays with a NaN, an
-    infinity of either sign, or both infinities (whose sum is NaN)."""
+    infinity of either sign, or both infinities (whose sum is NaN); summed whole, and in
+    parts in threads (for the test, from any size; C and Fortran order)."""
+    import numba
+
     from fastbp import _validation as v
+
+    if threaded:
+        if numba.config.NUMBA_NUM_THREADS < 2:
+            pytest.skip("one thread only")
+        monkeypatch.setattr(v, "THREADED_SUM_MIN_BYTES", 0)
+        parts, whole = [], v._sum
+        monkeypatch.setattr(v, "_sum", lambda a: parts.append(a.size) or whole(a))
 
     big = np.finfo(dtype).max
     cases = {
@@ -569,11 +580,14 @@ def test_all_finite_is_the_elementwise_test(dtype):
         "empty": X_GOOD[:0],
     }
     for name, a in cases.items():
-        a = a.astype(dtype)
-        expected = bool(np.isfinite(a).all())
-        assert v.all_finite(a) is expected, name
-        assert expected == (name in ("finite", "sum overflows", "sum overflows below",
-                                     "empty")), name
+        for a in (a.astype(dtype), np.asfortranarray(a, dtype=dtype)):
+            expected = bool(np.isfinite(a).all())
+            with fastbp.threads(2 if threaded else 1), np.errstate(over="raise"):
+                assert v.all_finite(a) is expected, name
+            assert expected == (name in ("finite", "sum overflows", "sum overflows below",
+                                         "empty")), name
+    if threaded:  # two parts a call
+        assert len(parts) == 2 * 2 * len(cases) and sum(parts) > 0
     huge = cases["sum overflows"].astype(dtype)
     with np.errstate(over="ignore"):
         assert not np.isfinite(huge.sum())
