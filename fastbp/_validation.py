@@ -46,7 +46,7 @@ def all_finite(a):
     against the sum's 23 ms (12), a third of a W1 training epoch. From
     ``THREADED_SUM_MIN_BYTES`` on, a contiguous ``a`` is summed in as many parts as the
     kernels' threads (``fastbp.threads``), each in a thread of its own (NumPy sums
-    without the GIL): 13 ms (8) on two threads. The answer is exact whatever the parts.
+    without the GIL): 16 ms (11) on two threads. The answer is exact whatever the parts.
     """
     n = numba.get_num_threads() if a.nbytes >= THREADED_SUM_MIN_BYTES else 1
     if n > 1 and (a.flags.c_contiguous or a.flags.f_contiguous):

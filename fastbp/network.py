@@ -344,9 +344,10 @@ class Network:
                 packs or l > 0 and (itemsize == 4 or n_out <= COLUMNS_FLOAT64_MAX_OUTPUTS),
             )
             for c in range(3):
-                par[l, c] = (codes.NARROW if narrow[c] and (serials[c] or not parallel[c]) else
-                             codes.COLUMNS if parallel[c] and columns[c] else
-                             codes.PARALLEL if parallel[c] else codes.BLOCKED)
+                par[l, c] = (
+                    codes.NARROW if narrow[c] and (serials[c] or not parallel[c]) else
+                    codes.COLUMNS if parallel[c] and columns[c] else
+                    codes.PARALLEL if parallel[c] else codes.BLOCKED)
             if (l > 0 and par[l, 1] in (codes.PARALLEL, codes.COLUMNS)
                     and n_out >= PACK_BACKWARD_MIN_OUTPUTS):
                 par[l, 1] = codes.PACKED

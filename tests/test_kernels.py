@@ -614,9 +614,10 @@ def test_narrow_kernels_are_chosen_by_shape():
     neurons or more, and serial forward passes of 9 to 16 neurons over inputs up to 32
     wide in minibatches of 8 or more, run the narrow kernels, also where the work would
     run in parallel, up to 524288 bytes of it (a gradient step past the first layer up
-    to 1048576), and other forward passes up to that work the serial blocked kernel. Parallel gradient steps of hidden layers
-    run the narrow kernel's parallel build (COLUMNS) in float32, and in float64 for 16
-    neurons or fewer; the first layer's run the blocked one. Parallel BP2 the narrow
+    to 1048576), and other forward passes up to that work the serial blocked kernel.
+    Parallel gradient steps of hidden layers run the narrow kernel's parallel build
+    (COLUMNS) in float32, and in float64 for 16 neurons or fewer; the first layer's run
+    the blocked one. Parallel BP2 the narrow
     kernel suits runs its parallel build over the examples in float32, and in float64
     over inputs up to 128 wide or of up to 16 neurons; parallel BP2 of 64 neurons or
     more its parallel build over copied blocks of W's columns (PACKED), and parallel
