@@ -298,3 +298,70 @@ def test_workspaces_are_placed_half_a_page_from_their_rows(dtype):
         assert min(grad_phase, PAGE - grad_phase) >= 1024
         assert min(bp2_phase, PAGE - bp2_phase) >= 1024
         assert min(step_phase, PAGE - step_phase) >= 1024
+
+
+def _huge_page_advised(a):
+    """Whether the mapping that holds a's data carries the huge-page advice (VmFlags
+    ``hg`` in /proc/self/smaps); None where that file cannot be read."""
+    try:
+        lines = open("/proc/self/smaps").read().splitlines()
+    except OSError:
+        return None
+    address, inside = a.ctypes.data, False
+    for line in lines:
+        head = line.split()[0] if line.split() else ""
+        if "-" in head and all(c in "0123456789abcdef-" for c in head):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= address < hi
+        elif inside and head == "VmFlags:":
+            return "hg" in line.split()[1:]
+    return None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_large_buffers_are_placed_in_huge_pages(dtype, monkeypatch):
+    """From HUGE_PAGE_MIN_BYTES up, parameters and workspaces start on a 2 MB page of
+    memory advised for transparent huge pages (where Linux offers the advice); smaller
+    ones are ordinary arrays. The placement changes no bit of training, and a pickled
+    network is placed again when loaded."""
+    import mmap
+    import pickle
+
+    from fastbp import network
+
+    itemsize = np.dtype(dtype).itemsize
+    n = network.HUGE_PAGE_MIN_BYTES // itemsize
+    small = network._page_empty(n - 1, dtype)
+    assert small.base is None and small.shape == (n - 1,) and small.dtype == dtype
+    advice = hasattr(mmap, "MADV_HUGEPAGE")
+    big = network._page_empty(n, dtype)
+    assert big.shape == (n,) and big.dtype == dtype
+    assert big.flags.c_contiguous and big.flags.writeable
+    big[...] = 1  # every element can be written
+    if advice:
+        assert big.ctypes.data % network.HUGE_PAGE == 0
+        assert _huge_page_advised(big) in (True, None)
+
+    X, y = _data(n=300, n_in=300, n_out=10)
+    X = X.astype(dtype)
+
+    def trained():
+        net = fastbp.Network([300, 64, 10], hidden="relu", output="softmax",
+                             cost="cross_entropy", dtype=dtype, seed=0)
+        net.fit(X, y, epochs=2, batch_size=300, lr=0.05, momentum=0.9, progress=False)
+        return net
+
+    net = trained()
+    buffers = [net._theta, net._vel, *net._kernel_args(300)[3][:3]]
+    assert all(b.nbytes >= network.HUGE_PAGE_MIN_BYTES for b in buffers)
+    if advice:
+        assert all(b.ctypes.data % network.HUGE_PAGE == 0 for b in buffers)
+    loaded = pickle.loads(pickle.dumps(net))
+    assert np.array_equal(loaded._theta, net._theta) and np.array_equal(loaded._vel, net._vel)
+    if advice:
+        assert loaded._theta.ctypes.data % network.HUGE_PAGE == 0
+        assert loaded._vel.ctypes.data % network.HUGE_PAGE == 0
+    monkeypatch.setattr(network, "HUGE_PAGE_MIN_BYTES", 1 << 62)  # ordinary memory
+    plain = trained()
+    assert plain._theta.base is None and plain._vel.base is None
+    assert np.array_equal(plain._theta, net._theta) and np.array_equal(plain._vel, net._vel)
