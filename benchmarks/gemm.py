@@ -43,7 +43,6 @@ interpreter and dispatch (about 1-2 µs for a kernel's fifteen arguments, 0.6 µ
 """
 
 import argparse
-import mmap
 import platform
 import statistics
 import sys
@@ -63,6 +62,7 @@ from fastbp.kernels import codes  # noqa: E402
 from fastbp.kernels.blocked import _activate_rows  # noqa: E402
 from fastbp.kernels.layers import derivative_scale  # noqa: E402
 from fastbp.kernels.views import flat  # noqa: E402
+from fastbp.network import _page_empty  # noqa: E402
 
 
 #: Seconds of rest before each timing, for the other library's idle threads to stop
@@ -85,36 +85,20 @@ SMOOTH = (codes.SIGMOID, codes.TANH)
 REPS_WORK = 2e7
 
 
-#: Bytes of a transparent huge page (x86-64 Linux).
-HUGE_PAGE = 2 * 1024 * 1024
-
-
 def huge_page_copy(a):
     """A C-contiguous copy of ``a`` at the start of memory that Linux is asked to back
-    with transparent huge pages (2 MB), where it offers them (``np.array`` elsewhere).
+    with transparent huge pages (2 MB), where it offers them (``network._page_empty``).
 
     NumPy asks the same for every array of 4 MB or more, so a training set's rows are
     read from 2 MB pages in training (60,000 × 784 float64: 358 of its 359 MB in huge
     pages, /proc/self/smaps). The small training sets timed here (about 512 KB) would
-    sit in 4 KB pages, whose places in the cache differ from process to process: in
-    4 KB pages W4's first layer (batch 100, float64) took 175-228 µs for its forward
-    pass and 188-258 µs for its gradient step, four processes each, against 127-144
-    and 176-189 in huge pages; OpenBLAS's products of the same shapes 3-8% less in huge
-    pages. So both sides' first-layer inputs are placed as in training.
+    sit in 4 KB pages, whose places in the caches differ from process to process: W4's
+    first layer (batch 100, float64) took 179-212 µs for its forward pass and 219-258
+    µs for its gradient step in three runs of this script that way, against 144-157 and
+    192-199 in huge pages (OpenBLAS's products of the same shapes 3-8% less in huge
+    pages). So both sides' first-layer inputs are placed as in training.
     """
-    advice = getattr(mmap, "MADV_HUGEPAGE", None)
-    if advice is None:
-        return np.array(a, order="C")
-    length = -(-a.nbytes // HUGE_PAGE) * HUGE_PAGE
-    # private: a shared anonymous map is shared memory, with its own huge-page setting
-    memory = mmap.mmap(-1, length + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    raw = np.frombuffer(memory, np.uint8)
-    start = -raw.ctypes.data % HUGE_PAGE
-    try:
-        memory.madvise(advice, start, length)
-    except OSError:
-        pass
-    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out = _page_empty(a.size, a.dtype, min_bytes=0).reshape(a.shape)
     out[...] = a
     return out
 
@@ -256,8 +240,9 @@ def layer_cases(w, dtype, rng, from_python=False):
     parameters, the workspaces and gradient buffer ``fit`` allocates), the first layer
     reading shuffled minibatches of a training set in place through their rows, as in
     training: a new minibatch every call, drawn from a set of rows small enough to stay
-    in cache (about 512 KB, at least two minibatches). OpenBLAS multiplies contiguous
-    arrays of the same shapes, also in cache. This compares the kernels' arithmetic, not
+    in cache (about 512 KB, at least two minibatches), placed in huge pages as a real
+    training set is (:func:`huge_page_copy`). OpenBLAS multiplies contiguous arrays of
+    the same shapes, also in cache. This compares the kernels' arithmetic, not
     the memory traffic of fresh minibatches, which compare.py's epochs include. (One
     minibatch over and over would fix its rows' places against the gradient's rows: with
     rows 4 KB apart modulo a page, a bad pair of places stalls the gradient's loads on

@@ -60,10 +60,11 @@ HUGE_PAGE = 2 * 1024 * 1024
 HUGE_PAGE_MIN_BYTES = 65536
 
 
-def _page_empty(n, dtype):
-    """An uninitialised 1-D array of n elements; from ``HUGE_PAGE_MIN_BYTES`` up, at
-    the start of memory of its own that Linux is asked to back with transparent huge
-    pages (2 MB), as NumPy asks for arrays of 4 MB or more.
+def _page_empty(n, dtype, min_bytes=None):
+    """An uninitialised 1-D array of n elements; from ``min_bytes`` up
+    (``HUGE_PAGE_MIN_BYTES`` if None), at the start of memory of its own that Linux is
+    asked to back with transparent huge pages (2 MB), as NumPy asks for arrays of 4 MB
+    or more.
 
     In 4 KB pages, where each page of a layer's W and workspaces lands in the cache
     changes from one process to the next, and so did the kernels' speed: fit(epochs=1),
@@ -76,7 +77,7 @@ def _page_empty(n, dtype):
     itemsize = np.dtype(dtype).itemsize
     nbytes = n * itemsize
     advice = getattr(mmap, "MADV_HUGEPAGE", None)
-    if nbytes < HUGE_PAGE_MIN_BYTES or advice is None:
+    if nbytes < (HUGE_PAGE_MIN_BYTES if min_bytes is None else min_bytes) or advice is None:
         return np.empty(n, dtype)
     length = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
     # private: a shared anonymous map is shared memory, whose huge pages are a setting

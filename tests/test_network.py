@@ -338,8 +338,11 @@ def test_large_buffers_are_placed_in_huge_pages(dtype, monkeypatch):
     assert big.shape == (n,) and big.dtype == dtype
     assert big.flags.c_contiguous and big.flags.writeable
     big[...] = 1  # every element can be written
+    one = network._page_empty(1, dtype, min_bytes=0)  # a lower bound of the caller's
+    assert one.shape == (1,) and (one.base is None) != advice
     if advice:
         assert big.ctypes.data % network.HUGE_PAGE == 0
+        assert one.ctypes.data % network.HUGE_PAGE == 0
         assert _huge_page_advised(big) in (True, None)
 
     X, y = _data(n=300, n_in=300, n_out=10)
