@@ -257,8 +257,9 @@ def layer_cases(w, dtype, rng, from_python=False):
     X = huge_page_copy(w.data(dtype, n)[0])
     order = rng.permutation(n).astype(np.int64)
     net = w.network(dtype)
-    sizes, par, ident, (zbuf, abuf, dbuf, pbuf) = net._kernel_args(m)
-    grad = net._gradient_buffer(X, abuf, m)
+    # the workspaces of a fit long enough to place them in huge pages, as an epoch's
+    sizes, par, ident, (zbuf, abuf, dbuf, pbuf) = net._kernel_args(m, huge=True)
+    grad = net._gradient_buffer(X, abuf, m, huge=True)
     for buf in (zbuf, dbuf):
         buf[...] = rng.standard_normal(buf.shape)
     abuf[...] = rng.random(abuf.shape)

@@ -54,25 +54,34 @@ def _all_finite(arrays):
 PAGE = 4096
 #: Bytes of a transparent huge page (x86-64 Linux).
 HUGE_PAGE = 2 * 1024 * 1024
-#: Bytes from which a buffer of the training loop (parameters, velocities, gradients,
-#: workspaces) is placed in huge pages (:func:`_page_empty`): each such buffer takes
-#: whole 2 MB pages, so smaller ones stay in ordinary memory.
+#: Bytes from which a network's parameters and momentum velocities, and the gradient
+#: buffer and workspaces of a long enough fit (``HUGE_PAGE_MIN_WORK``), are placed in
+#: huge pages (:func:`_page_empty`): each such buffer takes whole 2 MB pages, so smaller
+#: ones stay in ordinary memory.
 HUGE_PAGE_MIN_BYTES = 65536
+#: Multiply-adds of the forward passes (examples × epochs × Σ n_in n_out) from which a
+#: fit places its gradient buffer and workspaces in huge pages. The first touch of a
+#: huge page clears all 2 MB of it: three 83 KB workspaces in huge pages took
+#: ``predict`` on 10 rows of W5 from 0.51 to 0.92-0.96 ms. The parameters, made once per
+#: network, are always placed; the workspaces only for work that repays it (one epoch
+#: of W4 is 4.8e9 multiply-adds, a fit or ``partial_fit`` over a few hundred rows of
+#: it some 1e7; prediction never).
+HUGE_PAGE_MIN_WORK = 2**30
 
 
 def _page_empty(n, dtype, min_bytes=None):
     """An uninitialised 1-D array of n elements; from ``min_bytes`` up
-    (``HUGE_PAGE_MIN_BYTES`` if None), at the start of memory of its own that Linux is
-    asked to back with transparent huge pages (2 MB), as NumPy asks for arrays of 4 MB
-    or more.
+    (``HUGE_PAGE_MIN_BYTES`` if None; never if infinite), at the start of memory of its
+    own that Linux is asked to back with transparent huge pages (2 MB), as NumPy asks
+    for arrays of 4 MB or more.
 
     In 4 KB pages, where each page of a layer's W and workspaces lands in the cache
     changes from one process to the next, and so did the kernels' speed: fit(epochs=1),
     three processes each alternating, 4 KB pages against huge pages: W4 in minibatches
     of 32, float64 349-417 ms against 332-351, float32 190-204 against 165-189; of 100,
     float64 334-384 against 321-339, float32 182-195 against 170-178; W5 float64
-    477-483 against 447-464; W1 and W5 float32 alike. Where the system offers no such advice, or refuses it, the memory is
-    ordinary memory all the same.
+    477-483 against 447-464; W1 and W5 float32 alike. Where the system offers no such
+    advice, or refuses it, the memory is ordinary memory all the same.
     """
     itemsize = np.dtype(dtype).itemsize
     nbytes = n * itemsize
@@ -99,7 +108,7 @@ def _page_copy(a):
     return out
 
 
-def _spaced_empty(n, dtype, partners):
+def _spaced_empty(n, dtype, partners, min_bytes=None):
     """An uninitialised array of n elements, placed so that its blocks do not sit at the
     same offset within a 4 KB page as the rows they are updated from.
 
@@ -114,13 +123,14 @@ def _spaced_empty(n, dtype, partners):
     partners : list of (offset of the block in elements, address of the other rows in
         bytes, bytes per row). Pairs whose rows are not a multiple of 1 KB long are
         ignored (their rows' distances vary and average out).
+    min_bytes : as for :func:`_page_empty`.
     """
     itemsize = np.dtype(dtype).itemsize
     pairs = [(own, other, math.gcd(row, PAGE)) for own, other, row in partners]
     pairs = [p for p in pairs if p[2] >= 1024]
     if not pairs:
-        return _page_empty(n, dtype)
-    raw = _page_empty(n + PAGE // itemsize, dtype)
+        return _page_empty(n, dtype, min_bytes)
+    raw = _page_empty(n + PAGE // itemsize, dtype, min_bytes)
     base = raw.ctypes.data
     best, best_gap = 0, -1
     for shift in range(0, PAGE, 64):
@@ -231,8 +241,8 @@ class Network:
         self.dtype = v.check_dtype(dtype, "Network")
         self.seed = seed
         self._rng = np.random.default_rng(v.check_seed(seed, "Network"))
-        self._theta = _page_empty(sum(o * i + o for i, o in zip(self.sizes, self.sizes[1:])),
-                                  self.dtype)
+        n_params = sum(o * i + o for i, o in zip(self.sizes, self.sizes[1:]))
+        self._theta = _page_empty(n_params, self.dtype)
         self._bind()
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             act = output if i == len(self.sizes) - 2 else hidden
@@ -329,8 +339,9 @@ class Network:
                     arrays[i] = view
         return tuple(self.weights), tuple(self.biases)
 
-    def _kernel_args(self, batch):
-        """Sizes, per-layer parallel flags and workspaces for minibatches of ``batch``.
+    def _kernel_args(self, batch, huge=False):
+        """Sizes, per-layer parallel flags and workspaces for minibatches of ``batch``
+        (in huge pages if ``huge``: see ``HUGE_PAGE_MIN_WORK``).
 
         Each of a layer's three kernels runs the narrow kernel where its shape suits it:
         the gradient step always, BP2 over a narrow input (``NARROW_MAX_WIDTH``) or of a
@@ -411,12 +422,13 @@ class Network:
         w_offsets, blocks = self._offsets(batch)
         partners = [(blocks[l - 1], self._theta.ctypes.data + w_offsets[l] * itemsize,
                      self.sizes[l] * itemsize) for l in range(1, len(self.sizes) - 1)]
-        zbuf = _page_empty(total, self.dtype)
-        abuf = _spaced_empty(total, self.dtype, partners)
-        dbuf = _spaced_empty(total, self.dtype, partners)
+        lower = None if huge else math.inf
+        zbuf = _page_empty(total, self.dtype, lower)
+        abuf = _spaced_empty(total, self.dtype, partners, lower)
+        dbuf = _spaced_empty(total, self.dtype, partners, lower)
         pbuf = _page_empty(max([kernels.panel_size(batch, n_out)
                                 for l, n_out in enumerate(self.sizes[1:]) if par[l, 4]],
-                               default=0), self.dtype)
+                               default=0), self.dtype, lower)
         return sizes, par, np.arange(batch, dtype=np.int64), (zbuf, abuf, dbuf, pbuf)
 
     def _offsets(self, batch):
@@ -431,16 +443,18 @@ class Network:
             a += batch * n_out
         return w_offsets, blocks
 
-    def _gradient_buffer(self, X, abuf, batch):
+    def _gradient_buffer(self, X, abuf, batch, huge=False):
         """The buffer of ∂C/∂w and ∂C/∂b, laid out like the parameters; each layer's
         gradient adds up rows of its input (X, or the block of the layer below in
-        ``abuf``), so it is placed with :func:`_spaced_empty`."""
+        ``abuf``), so it is placed with :func:`_spaced_empty` (in huge pages if
+        ``huge``)."""
         itemsize = self._theta.itemsize
         w_offsets, blocks = self._offsets(batch)
         partners = [(w_offsets[0], X.ctypes.data, X.strides[0])]
         partners += [(w_offsets[l], abuf.ctypes.data + blocks[l - 1] * itemsize,
                       self.sizes[l] * itemsize) for l in range(1, len(self.sizes) - 1)]
-        return _spaced_empty(self._theta.size, self.dtype, partners)
+        return _spaced_empty(self._theta.size, self.dtype, partners,
+                             None if huge else math.inf)
 
     def _output_block(self, buf, batch, transposed=False):
         """The output layer's (batch, n_out) block of a workspace buffer (stored
@@ -659,7 +673,9 @@ class Network:
         n = X.shape[0]
         batch = min(batch_size, n)
         real = np.dtype(self.dtype).type
-        sizes, par, ident, (zbuf, abuf, dbuf, pbuf) = self._kernel_args(batch)
+        per_example = sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
+        huge = n * epochs * per_example >= HUGE_PAGE_MIN_WORK
+        sizes, par, ident, (zbuf, abuf, dbuf, pbuf) = self._kernel_args(batch, huge)
         train_epoch = flat.for_codes(par)[2]
         # a tiny network trains faster in one function per epoch (see fastbp.kernels.tiny)
         work = batch * sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
@@ -668,7 +684,7 @@ class Network:
             xt = np.empty(batch * self.n_inputs, self.dtype)
             out_views = [self._output_block(buf, batch, transposed=True)
                          for buf in (abuf, zbuf, dbuf)]
-        grad = self._gradient_buffer(X, abuf, batch)
+        grad = self._gradient_buffer(X, abuf, batch, huge)
         if momentum > 0 and self._vel is None:
             self._vel = _page_empty(self._theta.size, self.dtype)
             self._vel[...] = 0

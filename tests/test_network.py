@@ -320,10 +320,11 @@ def _huge_page_advised(a):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_large_buffers_are_placed_in_huge_pages(dtype, monkeypatch):
-    """From HUGE_PAGE_MIN_BYTES up, parameters and workspaces start on a 2 MB page of
-    memory advised for transparent huge pages (where Linux offers the advice); smaller
-    ones are ordinary arrays. The placement changes no bit of training, and a pickled
-    network is placed again when loaded."""
+    """From HUGE_PAGE_MIN_BYTES up, parameters and the workspaces of a fit of
+    HUGE_PAGE_MIN_WORK start on a 2 MB page of memory advised for transparent huge pages
+    (where Linux offers the advice); smaller ones, and those of shorter fits and of
+    predictions, are ordinary arrays. The placement changes no bit of training, and a
+    pickled network is placed again when loaded."""
     import mmap
     import pickle
 
@@ -354,13 +355,22 @@ def test_large_buffers_are_placed_in_huge_pages(dtype, monkeypatch):
         net.fit(X, y, epochs=2, batch_size=300, lr=0.05, momentum=0.9, progress=False)
         return net
 
+    asked = []  # the huge flag of each workspace request
+    kernel_args = network.Network._kernel_args
+    monkeypatch.setattr(network.Network, "_kernel_args", lambda self, batch, huge=False: (
+        asked.append(huge), kernel_args(self, batch, huge))[1])
+    trained()  # 600 examples: too little work to place the workspaces
+    monkeypatch.setattr(network, "HUGE_PAGE_MIN_WORK", 1)
     net = trained()
-    buffers = [net._theta, net._vel, *net._kernel_args(300)[3][:3]]
+    assert asked == [False, True]
+    buffers = [net._theta, net._vel, *kernel_args(net, 300, True)[3][:3]]
     assert all(b.nbytes >= network.HUGE_PAGE_MIN_BYTES for b in buffers)
+    assert all(b.base is None for b in kernel_args(net, 300)[3][:3])  # predict's
     if advice:
         assert all(b.ctypes.data % network.HUGE_PAGE == 0 for b in buffers)
     loaded = pickle.loads(pickle.dumps(net))
-    assert np.array_equal(loaded._theta, net._theta) and np.array_equal(loaded._vel, net._vel)
+    assert np.array_equal(loaded._theta, net._theta)
+    assert np.array_equal(loaded._vel, net._vel)
     if advice:
         assert loaded._theta.ctypes.data % network.HUGE_PAGE == 0
         assert loaded._vel.ctypes.data % network.HUGE_PAGE == 0
