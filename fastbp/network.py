@@ -54,11 +54,14 @@ def _all_finite(arrays):
 PAGE = 4096
 #: Bytes of a transparent huge page (x86-64 Linux).
 HUGE_PAGE = 2 * 1024 * 1024
-#: Bytes from which a network's parameters and momentum velocities, and the gradient
-#: buffer and workspaces of a long enough fit (``HUGE_PAGE_MIN_WORK``), are placed in
-#: huge pages (:func:`_page_empty`): each such buffer takes whole 2 MB pages, so smaller
-#: ones stay in ordinary memory.
+#: Bytes from which the gradient buffer and workspaces of a long enough fit
+#: (``HUGE_PAGE_MIN_WORK``) are placed in huge pages (:func:`_page_empty`): each such
+#: buffer takes whole 2 MB pages, so smaller ones stay in ordinary memory.
 HUGE_PAGE_MIN_BYTES = 65536
+#: The same bound for the buffers a network keeps (parameters, momentum velocities),
+#: higher so that a network held in memory takes at most 2 MB per buffer more than its
+#: parameters' size (W4's 318 KB float32 parameters and up are placed).
+HUGE_PAGE_KEEP_MIN_BYTES = 262144
 #: Multiply-adds of the forward passes (examples × epochs × Σ n_in n_out) from which a
 #: fit places its gradient buffer and workspaces in huge pages. The first touch of a
 #: huge page clears all 2 MB of it: three 83 KB workspaces in huge pages took
@@ -102,8 +105,9 @@ def _page_empty(n, dtype, min_bytes=None):
 
 
 def _page_copy(a):
-    """A copy of the 1-D array ``a`` in memory from :func:`_page_empty`."""
-    out = _page_empty(a.size, a.dtype)
+    """A copy of the 1-D array ``a``, a buffer a network keeps, in memory from
+    :func:`_page_empty`."""
+    out = _page_empty(a.size, a.dtype, HUGE_PAGE_KEEP_MIN_BYTES)
     out[...] = a
     return out
 
@@ -242,7 +246,7 @@ class Network:
         self.seed = seed
         self._rng = np.random.default_rng(v.check_seed(seed, "Network"))
         n_params = sum(o * i + o for i, o in zip(self.sizes, self.sizes[1:]))
-        self._theta = _page_empty(n_params, self.dtype)
+        self._theta = _page_empty(n_params, self.dtype, HUGE_PAGE_KEEP_MIN_BYTES)
         self._bind()
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             act = output if i == len(self.sizes) - 2 else hidden
@@ -686,7 +690,7 @@ class Network:
                          for buf in (abuf, zbuf, dbuf)]
         grad = self._gradient_buffer(X, abuf, batch, huge)
         if momentum > 0 and self._vel is None:
-            self._vel = _page_empty(self._theta.size, self.dtype)
+            self._vel = _page_empty(self._theta.size, self.dtype, HUGE_PAGE_KEEP_MIN_BYTES)
             self._vel[...] = 0
         vel = self._vel if momentum > 0 else grad  # never read when momentum is zero
         costs = np.empty(batch, self.dtype)

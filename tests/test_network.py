@@ -320,10 +320,10 @@ def _huge_page_advised(a):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_large_buffers_are_placed_in_huge_pages(dtype, monkeypatch):
-    """From HUGE_PAGE_MIN_BYTES up, parameters and the workspaces of a fit of
-    HUGE_PAGE_MIN_WORK start on a 2 MB page of memory advised for transparent huge pages
-    (where Linux offers the advice); smaller ones, and those of shorter fits and of
-    predictions, are ordinary arrays. The placement changes no bit of training, and a
+    """From HUGE_PAGE_KEEP_MIN_BYTES up, parameters and velocities, and from
+    HUGE_PAGE_MIN_BYTES up the workspaces of a fit of HUGE_PAGE_MIN_WORK, start on a 2 MB
+    page of memory advised for transparent huge pages (where Linux offers the advice);
+    smaller ones, and those of shorter fits and of predictions, are ordinary arrays. The placement changes no bit of training, and a
     pickled network is placed again when loaded."""
     import mmap
     import pickle
@@ -346,11 +346,11 @@ def test_large_buffers_are_placed_in_huge_pages(dtype, monkeypatch):
         assert one.ctypes.data % network.HUGE_PAGE == 0
         assert _huge_page_advised(big) in (True, None)
 
-    X, y = _data(n=300, n_in=300, n_out=10)
+    X, y = _data(n=300, n_in=1100, n_out=10)
     X = X.astype(dtype)
 
     def trained():
-        net = fastbp.Network([300, 64, 10], hidden="relu", output="softmax",
+        net = fastbp.Network([1100, 64, 10], hidden="relu", output="softmax",
                              cost="cross_entropy", dtype=dtype, seed=0)
         net.fit(X, y, epochs=2, batch_size=300, lr=0.05, momentum=0.9, progress=False)
         return net
@@ -365,6 +365,9 @@ def test_large_buffers_are_placed_in_huge_pages(dtype, monkeypatch):
     assert asked == [False, True]
     buffers = [net._theta, net._vel, *kernel_args(net, 300, True)[3][:3]]
     assert all(b.nbytes >= network.HUGE_PAGE_MIN_BYTES for b in buffers)
+    assert net._theta.nbytes >= network.HUGE_PAGE_KEEP_MIN_BYTES
+    kept = fastbp.Network([300, 64, 10], dtype=dtype)._theta  # 80 or 159 KB: not placed
+    assert kept.base is None and kept.nbytes >= network.HUGE_PAGE_MIN_BYTES
     assert all(b.base is None for b in kernel_args(net, 300)[3][:3])  # predict's
     if advice:
         assert all(b.ctypes.data % network.HUGE_PAGE == 0 for b in buffers)
@@ -375,6 +378,7 @@ def test_large_buffers_are_placed_in_huge_pages(dtype, monkeypatch):
         assert loaded._theta.ctypes.data % network.HUGE_PAGE == 0
         assert loaded._vel.ctypes.data % network.HUGE_PAGE == 0
     monkeypatch.setattr(network, "HUGE_PAGE_MIN_BYTES", 1 << 62)  # ordinary memory
+    monkeypatch.setattr(network, "HUGE_PAGE_KEEP_MIN_BYTES", 1 << 62)
     plain = trained()
     assert plain._theta.base is None and plain._vel.base is None
     assert np.array_equal(plain._theta, net._theta) and np.array_equal(plain._vel, net._vel)
