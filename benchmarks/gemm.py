@@ -295,9 +295,8 @@ def layer_cases(w, dtype, rng, from_python=False):
         # small layers the layout moves OpenBLAS's time by up to 2.4x either way (a
         # 100 x 16 x 16 float32 forward product 1.17 µs through the view W.T, 0.53 µs
         # on a contiguous W^T), and its faster one counts
-        A_c = np.ascontiguousarray(A_prev[rows[:m]])
-        if l == 0:  # a training set's rows, in huge pages as X (huge_page_copy)
-            A_c = huge_page_copy(A_c)
+        # the first layer's: a training set's rows, in huge pages as X
+        A_c = (huge_page_copy if l == 0 else np.ascontiguousarray)(A_prev[rows[:m]])
         W_t, D_t = np.asfortranarray(W), np.asfortranarray(D)  # the same, stored transposed
         outs = (np.empty((m, n_out), dtype), np.empty((m, n_in), dtype),
                 np.empty((n_out, n_in), dtype))

@@ -682,7 +682,7 @@ class Network:
         sizes, par, ident, (zbuf, abuf, dbuf, pbuf) = self._kernel_args(batch, huge)
         train_epoch = flat.for_codes(par)[2]
         # a tiny network trains faster in one function per epoch (see fastbp.kernels.tiny)
-        work = batch * sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
+        work = batch * per_example
         small = work <= TINY_MAX_WORK
         if small:  # its layout: inputs transposed, the output block as (batch, n_L)
             xt = np.empty(batch * self.n_inputs, self.dtype)

@@ -617,15 +617,14 @@ def test_narrow_kernels_are_chosen_by_shape():
     to 1048576), and other forward passes up to that work the serial blocked kernel.
     Parallel gradient steps of hidden layers run the narrow kernel's parallel build
     (COLUMNS) in float32, and in float64 for 16 neurons or fewer; the first layer's run
-    the blocked one. Parallel BP2 the narrow
-    kernel suits runs its parallel build over the examples in float32, and in float64
-    over inputs up to 128 wide or of up to 16 neurons; parallel BP2 of 64 neurons or
-    more its parallel build over copied blocks of W's columns (PACKED), and parallel
-    forward passes of rows of z of 1024 bytes or more over 32 examples or more over
-    copied blocks of W^T's columns (PACKED). Gradient steps whose δ has rows of 1024 bytes or more and takes 32768
-    bytes or more pack it, and run the parallel build where they run in parallel, first
-    layers too. The thread count
-    plays no part."""
+    the blocked one. Parallel BP2 the narrow kernel suits runs its parallel build over
+    the examples in float32, and in float64 over inputs up to 128 wide or of up to 16
+    neurons; parallel BP2 of 64 neurons or more its parallel build over copied blocks of
+    W's columns (PACKED), and parallel forward passes of rows of z of 1024 bytes or more
+    over 32 examples or more over copied blocks of W^T's columns (PACKED). Gradient
+    steps whose δ has rows of 1024 bytes or more and takes 32768 bytes or more pack it,
+    and run the parallel build where they run in parallel, first layers too. The thread
+    count plays no part."""
     from fastbp.kernels import codes
 
     for dtype in DTYPES:
