@@ -26,7 +26,7 @@ from conftest import (
 import fastbp
 from fastbp import kernels as K
 from fastbp import reference as R
-from fastbp._config import SERIAL
+from fastbp._config import NOALIAS, SERIAL, WIDE
 from fastbp.kernels import lanes, layers, views
 
 SHAPES = {
@@ -171,6 +171,57 @@ def test_activation_at_extreme_inputs(act, dtype, parallel):
     finite = np.isfinite(ref)
     assert np.array_equal(A[~finite, 0], ref[~finite], equal_nan=True)
     assert_close(A[finite, 0], ref[finite], dtype, f"{act}(z)", magnitude=np.abs(ref[finite]))
+
+
+def _extreme_values(rng, dtype, n):
+    """n values: normal of spread 30, with ±inf, NaN, ±0 and values past overflow."""
+    x = rng.normal(0, 30, n)
+    x[rng.choice(n, n // 4, replace=False)] = rng.choice(
+        [np.inf, -np.inf, np.nan, 0.0, -0.0, 800.0, -800.0, 100.0, -100.0], n // 4)
+    return x.astype(dtype)
+
+
+@numba.njit(**dict(SERIAL, cache=False))
+def _softmax_row_by_row(Z, A, n):
+    for s in range(Z.shape[0]):
+        layers.softmax_row(Z[s], A[s], n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_element_wise_kernels_are_the_same_bits_in_any_vector_width(dtype, rng):
+    """σ, tanh and softmax over whole rows (``activate_range``, ``softmax_rows``) are
+    compiled for 512-bit vectors (``_config.WIDE``): their results are bitwise those of
+    the same source compiled as the other kernels are (``NOALIAS``, which vectorises
+    256 bits wide on CPUs LLVM prefers that for) and, for softmax, of ``softmax_row``
+    one row at a time, as the tiny networks' path runs it; and the request for 512-bit
+    vectors is in the function LLVM is given."""
+    z = _extreme_values(rng, dtype, 4099)
+    as_usual = numba.njit(**dict(NOALIAS, cache=False))(layers.activate_range.py_func)
+    for act in ("sigmoid", "tanh", "relu", "identity"):
+        code = K.ACTIVATION_CODES[act]
+        wide, usual = np.full_like(z, 7.0), np.full_like(z, 7.0)
+        with np.errstate(all="ignore"):
+            layers.activate_range(code, z, wide, np.int64(3), np.int64(4090))
+            as_usual(code, z, usual, np.int64(3), np.int64(4090))
+        assert np.array_equal(wide.view(f"u{z.itemsize}"), usual.view(f"u{z.itemsize}")), act
+        assert (wide[:3] == 7.0).all() and (wide[4090:] == 7.0).all()
+    for n in (2, 3, 10, 17, 33):
+        Z = _extreme_values(rng, dtype, 41 * n).reshape(41, n)
+        Z[:20] = rng.normal(0, 10, (20, n))  # most rows finite, as in training
+        wide, by_row = np.full_like(Z, 7.0), np.full_like(Z, 7.0)
+        with np.errstate(all="ignore"):
+            layers.softmax_rows(Z, wide, np.int64(2), np.int64(39), n)
+            _softmax_row_by_row(Z[2:39], by_row[2:39], n)
+        assert np.array_equal(wide, by_row, equal_nan=True), n
+        assert np.isclose(wide[2:20].sum(axis=1), 1.0, rtol=0, atol=8 * np.finfo(dtype).eps).all()
+
+    def double(x, out):
+        for i in range(x.size):
+            out[i] = 2 * x[i]
+
+    f = numba.njit(**dict(WIDE, cache=False))(double)
+    f(z, np.empty_like(z))
+    assert '"prefer-vector-width"="512"' in next(iter(f.inspect_llvm().values()))
 
 
 @numba.njit(**SERIAL)

@@ -10,9 +10,10 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .._config import EXP_JIT, NOALIAS, SERIAL
+from .._config import EXP_JIT, NOALIAS, SERIAL, WIDE
 from .codes import RELU, SIGMOID, TANH
 from .lanes import fma
+from .views import flat
 
 ZERO = np.float32(0.0)
 ONE = np.float32(1.0)
@@ -177,7 +178,7 @@ def activate(act, z):
     return z
 
 
-@njit(**NOALIAS)
+@njit(**WIDE)
 def activate_range(act, z, a, start, stop):
     """a[i] = σ(z[i]) for ``start <= i < stop`` (every activation but softmax).
 
@@ -236,6 +237,15 @@ def derivative_scale(act, d, z, a, start, stop):
 
 
 @njit(inline="always", **SERIAL)
+def _row_sum(e, n):
+    """Σ_j e_j over the first ``n`` entries, in order of j."""
+    total = ZERO * e[0]
+    for j in range(n):
+        total += e[j]
+    return total
+
+
+@njit(inline="always", **SERIAL)
 def shifted_exps(z, e, n):
     """e_j = e^{z_j - max z} over the first ``n`` entries; returns (max z, Σ_j e_j), the
     sum in order of j: softmax's numerators and denominator, and the cross-entropy
@@ -250,10 +260,7 @@ def shifted_exps(z, e, n):
             zmax = z[j]
     for j in range(n):
         e[j] = exp(z[j] - zmax)
-    total = ZERO * zmax
-    for j in range(n):
-        total += e[j]
-    return zmax, total
+    return zmax, _row_sum(e, n)
 
 
 @njit(inline="always", **SERIAL)
@@ -264,14 +271,32 @@ def softmax_row(z, a, n):
         a[j] *= inv
 
 
-@njit(**NOALIAS)
+@njit(**WIDE)
 def softmax_rows(Z, A, start, stop, n):
-    """:func:`softmax_row` over the rows ``start <= s < stop`` of Z into A: compiled once
-    per dtype, not inlined into each of the four forward kernels (inlined, its vectorised
-    loops added about 1.5 s to a cold first fit, for a 100 → 10 softmax layer's forward
-    pass 1.05-1.11x faster than with a call per block of 16 rows)."""
+    """:func:`softmax_row` over the rows ``start <= s < stop`` of Z into A (rows of n
+    elements: Z and A have n columns), bitwise the same, in three passes over the rows: z - max z written to A row by row, then e^x
+    over all of them in one loop, then each row summed in order of j and scaled. The
+    one loop of e^x runs in full vectors: row by row, a row of 10 had left two lanes
+    to a scalar e^x each (100 rows of 10: float64 1.87 µs against 3.00, float32 1.33
+    against 2.38; of 100: 1.2x and 1.4x). Compiled once per dtype, not inlined into each
+    of the four forward kernels (inlined, its vectorised loops added about 1.5 s to a
+    cold first fit)."""
     for s in range(start, stop):
-        softmax_row(Z[s], A[s], n)
+        z, a = Z[s], A[s]
+        zmax = z[0]
+        for j in range(1, n):
+            if z[j] > zmax:
+                zmax = z[j]
+        for j in range(n):
+            a[j] = z[j] - zmax
+    e = flat(A[start:stop])
+    for i in range((stop - start) * n):
+        e[i] = exp(e[i])
+    for s in range(start, stop):
+        a = A[s]
+        inv = ONE / _row_sum(a, n)
+        for j in range(n):
+            a[j] *= inv
 
 
 @njit(inline="always", **SERIAL)
