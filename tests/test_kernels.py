@@ -345,15 +345,27 @@ def test_forward(act, dtype, parallel, m, n_out, n_in, rng):
 
 @pytest.mark.parametrize("parallel", [True, False])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m,n_out,n_in", [(101, 10, 64), (37, 5, 200), (130, 1, 300),
-                                          (64, 13, 40), (99, 7, 50)])
-def test_forward_split_over_examples(dtype, parallel, m, n_out, n_in, rng):
+@pytest.mark.parametrize("act", ["sigmoid", "softmax", "relu"])
+@pytest.mark.parametrize("m,n_out,n_in,by_rows", [
+    (101, 10, 64, True), (37, 5, 200, True), (130, 1, 300, True), (64, 13, 40, True),
+    (99, 7, 50, True), (128, 16, 70, True), (24, 10, 150, False), (40, 20, 60, False)])
+def test_forward_split_over_examples(act, dtype, parallel, m, n_out, n_in, by_rows, rng):
     """Layers of few neurons with work for a parallel region split their examples into
-    parts (blocked._example_parts): every row of z, bit for bit as computed alone."""
-    from fastbp.kernels.blocked import _example_parts
+    parts: of at most 16 neurons over 8 blocks of examples or more, parts of the
+    minibatch that each apply σ to their own rows (the first six shapes), else blocks
+    of neurons × parts of the examples (blocked._example_parts; the last two). Every
+    row of z and of a = σ(z), bit for bit as computed alone."""
+    from fastbp.kernels.blocked import (
+        FORWARD_MIN_TASKS,
+        FORWARD_ROWS_MAX_OUTPUTS,
+        _example_parts,
+    )
 
+    if act == "softmax" and n_out < 2:
+        pytest.skip("softmax needs two outputs")
     n_jb, n_sb = (n_out + 3) // 4, (m + 3) // 4
-    assert _example_parts.py_func(n_jb, n_sb, m * n_out * n_in) > 1  # the case under test
+    assert by_rows == (n_out <= FORWARD_ROWS_MAX_OUTPUTS and n_sb >= FORWARD_MIN_TASKS)
+    assert by_rows or _example_parts.py_func(n_jb, n_sb, m * n_out * n_in) > 1
     src = rng.normal(0, 1, (m + 20, n_in)).astype(dtype)
     rows = _rows(rng, m + 20, m)
     W = rng.normal(0, 1, (n_out, n_in)).astype(dtype)
@@ -361,14 +373,16 @@ def test_forward_split_over_examples(dtype, parallel, m, n_out, n_in, rng):
     Z = np.full((m + 3, n_out), np.nan, dtype)
     A = np.full((m + 3, n_out), np.nan, dtype)
     fwd = K.forward_par if parallel else K.forward_ser
-    fwd(src, rows, W, b, K.SIGMOID, m, Z, A)
-    alone = np.empty((1, n_out), dtype)
+    code = K.ACTIVATION_CODES[act]
+    fwd(src, rows, W, b, code, m, Z, A)
+    alone, a_alone = np.empty((1, n_out), dtype), np.empty((1, n_out), dtype)
     for s in range(m):
-        K.forward_ser(src, rows[s:s + 1], W, b, K.SIGMOID, 1, alone, np.empty_like(alone))
+        K.forward_ser(src, rows[s:s + 1], W, b, code, 1, alone, a_alone)
         assert np.array_equal(Z[s], alone[0]), s
+        assert np.array_equal(A[s], a_alone[0]), s
     z_ref = src[rows].astype(float) @ W.T.astype(float) + b.astype(float)
     assert_close(Z[:m], z_ref, dtype, "z")
-    assert_close(A[:m], R.ACTIVATIONS["sigmoid"](z_ref), dtype, "a")
+    assert_close(A[:m], R.ACTIVATIONS[act](z_ref), dtype, "a")
     assert np.isnan(Z[m:]).all() and np.isnan(A[m:]).all()
 
 
