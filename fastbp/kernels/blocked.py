@@ -21,7 +21,7 @@ import types
 import numpy as np
 from numba import njit, prange
 
-from .._config import ACTIVATE_PAR_MIN, NOALIAS, PARALLEL, PARALLEL_MIN_WORK, SERIAL
+from .._config import ACTIVATE_PAR_MIN, PARALLEL, PARALLEL_MIN_WORK, SERIAL, WIDE
 from .codes import CROSS_ENTROPY, SOFTMAX
 from .layers import (
     activate_range,
@@ -137,7 +137,7 @@ def _add4x4(C, o0, o1, o2, o3, B, r0, r1, r2, r3, n, keep,
         C[o3, k] = fma(d33, b3, fma(d32, b2, fma(d31, b1, fma(d30, b0, c3))))
 
 
-@njit(**NOALIAS)
+@njit(**WIDE)
 def _add4x2(C, o0, o1, o2, o3, B, r0, r1, n, keep, d00, d01, d10, d11, d20, d21, d30, d31):
     """:func:`_add4x4` with two rows of B: C[o_a, :] (+)= Σ_b d_ab B[r_b, :], b = 0, 1
     (the two examples a minibatch of 4n + 2 leaves over in the weight gradient).
@@ -170,7 +170,7 @@ def _zero4(C, o0, o1, o2, o3, n, zero):
         C[o3, k] = zero
 
 
-@njit(**NOALIAS)
+@njit(**WIDE)
 def _forward_block(A_prev, rows, W, b, m, Z, j0, n_out, n_in, s_lo, s_hi, zero):
     """z_{s,j} = Σ_k w_jk a_{rows[s],k} + b_j for the block of neurons j = j0 .. j0 + 3
     (fewer at the end) and the examples s_lo <= s < s_hi of the m (s_lo a multiple of
@@ -385,7 +385,7 @@ def _deltas4(D, s0, m, j, zero):
     return d0, d1, d2, d3
 
 
-@njit(**NOALIAS)
+@njit(**WIDE)
 def _gradient_rows4(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
     """Σ_s (coef δ_sj) a_{rows[s],k} into the four rows j0..j0+3 of gW (added to them
     when ``add``); returns the four sums Σ_s δ_sj (for BP3, the biases' gradient).
@@ -442,7 +442,7 @@ def _gradient_rows4(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
     return sb0, sb1, sb2, sb3
 
 
-@njit(**NOALIAS)
+@njit(**WIDE)
 def _gradient_rows2(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
     """:func:`_gradient_rows4` for the two rows j0, j0 + 1 (the last of a layer): per
     vector of k, four input rows and the two gradient rows loaded, eight multiply-adds."""
@@ -479,7 +479,7 @@ def _gradient_rows2(D, A_prev, rows, m, coef, gW, j0, n_in, zero, add):
     return sb0, sb1
 
 
-@njit(**NOALIAS)
+@njit(**WIDE)
 def _gradient_row(D, A_prev, rows, m, coef, gW, j, n_in, zero, add):
     """Σ_s (coef δ_sj) a_{rows[s],k} into row j of gW (added to it when ``add``), the
     examples four at a time (else the first four written: no pass to zero the row);
@@ -510,7 +510,7 @@ def _gradient_row(D, A_prev, rows, m, coef, gW, j, n_in, zero, add):
 GRADIENT, STEP, DIRECT = 0, 1, 2
 
 
-@njit(**NOALIAS)
+@njit(**WIDE)
 def _gradient_block(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
                     mode, j0, n_out, n_in, zero):
     """BP3/BP4 for the rows j = j0 .. j0 + 3 (fewer at the end) of the layer and, unless
@@ -628,14 +628,14 @@ def _named(f, suffix, namespace=None):
 
 
 forward_par = njit(**PARALLEL)(_named(_forward, "_par"))
-forward_ser = njit(**NOALIAS)(_named(_forward, "_ser"))
+forward_ser = njit(**WIDE)(_named(_forward, "_ser"))
 backward_par = njit(**PARALLEL)(_named(_backward, "_par"))
-backward_ser = njit(**NOALIAS)(_named(_backward, "_ser"))
+backward_ser = njit(**WIDE)(_named(_backward, "_ser"))
 gradient_step_par = njit(**PARALLEL)(_named(_gradient_step, "_par"))
 step_forward_par = njit(**PARALLEL)(_named(_step_forward, "_par"))
 
 
-@njit(**NOALIAS)
+@njit(**WIDE)
 def output_delta_cost(A, Z, Y, rows, act, cost, m, D, costs):
     """BP1 and the cost C_x of each of m examples (targets ``Y[rows[s]]``).
 
