@@ -146,18 +146,19 @@ class _WideCompiler(_NoAliasCompiler):
 
 #: Keyword arguments of the serial kernels whose loops LLVM vectorises itself: NOALIAS,
 #: and those loops 512 bits wide (:data:`PREFER_512`). LLVM prefers 256-bit vectors on
-#: some CPUs with AVX-512 (on this Intel Xeon, "rocketlake"). The element-wise kernels
-#: (:mod:`fastbp.kernels.layers`: σ, tanh, softmax) are bound by e^x's arithmetic, not by
-#: memory: σ over 1,600 elements took 1.37 µs against 1.77 (float64) and 0.56 against
-#: 0.70 (float32), tanh 1.23 against 1.61 and 0.47 against 0.57. The blocked kernels'
-#: gradient rows (:mod:`fastbp.kernels.blocked`, ``_add4x4``), in-process A/B with the
-#: inputs in huge pages, 2 threads: 784 -> 100 over 100 examples float64 172 µs against
-#: 194, float32 90 against 101, over 32 1.10x and 1.15x, 784 -> 512 over 128 1.12x and
-#: 1.16x, 784 -> 16 1.15x; their forward pass, in explicit vectors, 0.99x. Results are
-#: bitwise the same: every operation is the same, lane by lane. The explicit vector
-#: kernels (:mod:`fastbp.kernels.lanes`) are 512 bits wide either way, and the parallel
-#: kernels' loop bodies, which Numba compiles itself, keep LLVM's preference. On CPUs
-#: without 512-bit vectors the attribute changes nothing.
+#: some CPUs with AVX-512 (the Intel Xeon measured here, LLVM's "rocketlake", is one).
+#: The element-wise kernels (:mod:`fastbp.kernels.layers`: σ, tanh, softmax) are bound
+#: by e^x's arithmetic, not by memory: σ over 1,600 elements took 1.37 µs against 1.77
+#: (float64) and 0.56 against 0.70 (float32), tanh 1.23 against 1.61 and 0.47 against
+#: 0.57. The blocked kernels' gradient rows (:mod:`fastbp.kernels.blocked`,
+#: ``_add4x4``), in-process A/B with the inputs in huge pages, 2 threads: 784 -> 100
+#: over 100 examples float64 172 µs against 194, float32 90 against 101, over 32 1.10x
+#: and 1.15x, 784 -> 512 over 128 1.12x and 1.16x, 784 -> 16 1.15x; their forward pass,
+#: in explicit vectors, 0.99x. Results are bitwise the same: every operation is the
+#: same, lane by lane. The explicit vector kernels (:mod:`fastbp.kernels.lanes`) are 512
+#: bits wide either way, and the parallel kernels' loop bodies, which Numba compiles
+#: itself, keep LLVM's preference. On CPUs without 512-bit vectors the attribute changes
+#: nothing.
 WIDE = dict(NOALIAS, pipeline_class=_WideCompiler)
 
 #: Multiply-adds (batch × n_out × n_in) from which a layer's kernels run in parallel.

@@ -274,13 +274,13 @@ def softmax_row(z, a, n):
 @njit(**WIDE)
 def softmax_rows(Z, A, start, stop, n):
     """:func:`softmax_row` over the rows ``start <= s < stop`` of Z into A (rows of n
-    elements: Z and A have n columns), bitwise the same, in three passes over the rows: z - max z written to A row by row, then e^x
-    over all of them in one loop, then each row summed in order of j and scaled. The
-    one loop of e^x runs in full vectors: row by row, a row of 10 had left two lanes
-    to a scalar e^x each (100 rows of 10: float64 1.87 µs against 3.00, float32 1.33
-    against 2.38; of 100: 1.2x and 1.4x). Compiled once per dtype, not inlined into each
-    of the four forward kernels (inlined, its vectorised loops added about 1.5 s to a
-    cold first fit)."""
+    elements: Z and A have n columns), bitwise the same, in three passes over the rows:
+    z - max z written to A row by row, then e^x over all of them in one loop, then each
+    row summed in order of j and scaled. The one loop of e^x runs in full vectors: row
+    by row, a row of 10 had left two lanes to a scalar e^x each (100 rows of 10:
+    float64 1.87 µs against 3.00, float32 1.33 against 2.38; of 100: 1.2x and 1.4x).
+    Compiled once per dtype, not inlined into each of the four forward kernels
+    (inlined, its vectorised loops added about 1.5 s to a cold first fit)."""
     for s in range(start, stop):
         z, a = Z[s], A[s]
         zmax = z[0]
