@@ -104,6 +104,13 @@ def _page_empty(n, dtype, min_bytes=None):
     return raw[start:start + nbytes].view(dtype)
 
 
+def _workspace_min_bytes(huge):
+    """:func:`_page_empty`'s lower bound for a fit's workspaces and gradient buffer:
+    ``HUGE_PAGE_MIN_BYTES`` if the fit is long enough to repay huge pages (``huge``,
+    see ``HUGE_PAGE_MIN_WORK``), else none of them is placed."""
+    return HUGE_PAGE_MIN_BYTES if huge else math.inf
+
+
 def _page_copy(a):
     """A copy of the 1-D array ``a``, a buffer a network keeps, in memory from
     :func:`_page_empty`."""
@@ -426,7 +433,7 @@ class Network:
         w_offsets, blocks = self._offsets(batch)
         partners = [(blocks[l - 1], self._theta.ctypes.data + w_offsets[l] * itemsize,
                      self.sizes[l] * itemsize) for l in range(1, len(self.sizes) - 1)]
-        lower = None if huge else math.inf
+        lower = _workspace_min_bytes(huge)
         zbuf = _page_empty(total, self.dtype, lower)
         abuf = _spaced_empty(total, self.dtype, partners, lower)
         dbuf = _spaced_empty(total, self.dtype, partners, lower)
@@ -458,7 +465,7 @@ class Network:
         partners += [(w_offsets[l], abuf.ctypes.data + blocks[l - 1] * itemsize,
                       self.sizes[l] * itemsize) for l in range(1, len(self.sizes) - 1)]
         return _spaced_empty(self._theta.size, self.dtype, partners,
-                             None if huge else math.inf)
+                             _workspace_min_bytes(huge))
 
     def _output_block(self, buf, batch, transposed=False):
         """The output layer's (batch, n_out) block of a workspace buffer (stored

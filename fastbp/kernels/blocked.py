@@ -202,6 +202,18 @@ def _forward_block(A_prev, rows, W, b, m, Z, j0, n_out, n_in, s_lo, s_hi, zero):
 
 
 @njit(inline="always", **SERIAL)
+def _activate_part(act, s_lo, s_hi, Z, A, n_out):
+    """a = σ(z) (or softmax) over the rows s_lo <= s < s_hi, one contiguous run (an
+    int64 ``s_lo``: :func:`activate_range` then gets the signature of the tiny networks'
+    calls; a literal 0 would compile it a second time)."""
+    if act == SOFTMAX:
+        softmax_rows(Z, A, s_lo, s_hi, n_out)
+    else:
+        activate_range(act, flat(Z[s_lo:s_hi]), flat(A[s_lo:s_hi]), np.int64(0),
+                       (s_hi - s_lo) * n_out)
+
+
+@njit(inline="always", **SERIAL)
 def _activate_rows(act, m, Z, A, n_out):
     """a = σ(z) (or softmax) over the first m rows, after their z are all computed.
 
@@ -212,15 +224,12 @@ def _activate_rows(act, m, Z, A, n_out):
     if act == SOFTMAX:  # blocks of 16 rows, one call each
         for sb in prange((m + 15) // 16):
             s0 = 16 * np.int64(sb)
-            softmax_rows(Z, A, s0, min(s0 + 16, m), n_out)
+            _activate_part(act, s0, min(s0 + 16, m), Z, A, n_out)
     elif m * n_out >= ACTIVATE_PAR_MIN:
         for s in prange(m):
             activate_range(act, Z[s], A[s], np.int64(0), n_out)
     else:  # the first m rows are one contiguous run
-        n = m * n_out
-        # np.int64(0): the signature of the tiny networks' calls (a literal 0 would
-        # compile activate_range a second time)
-        activate_range(act, flat(Z[:m]), flat(A[:m]), np.int64(0), n)
+        _activate_part(act, np.int64(0), m, Z, A, n_out)
 
 
 @njit(inline="always", **SERIAL)
@@ -247,16 +256,6 @@ def _part_rows(p, parts, m):
     return 4 * (p * n_sb // parts), min(4 * ((p + 1) * n_sb // parts), m)
 
 
-@njit(inline="always", **SERIAL)
-def _activate_part(act, s_lo, s_hi, Z, A, n_out):
-    """a = σ(z) (or softmax) over the rows s_lo <= s < s_hi, one contiguous run."""
-    if act == SOFTMAX:
-        softmax_rows(Z, A, s_lo, s_hi, n_out)
-    else:
-        activate_range(act, flat(Z[s_lo:s_hi]), flat(A[s_lo:s_hi]), np.int64(0),
-                       (s_hi - s_lo) * n_out)
-
-
 def _forward(A_prev, rows, W, b, act, m, Z, A):
     """z^l_j = Σ_k w^l_jk a^{l-1}_k + b^l_j and a^l = σ(z^l) for m examples.
 
@@ -279,8 +278,9 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
     zero = W.dtype.type(0)
     n_jb = (n_out + 3) // 4
     n_sb = (m + 3) // 4
+    work = m * n_out * n_in
     if (n_out <= FORWARD_ROWS_MAX_OUTPUTS and n_sb >= FORWARD_MIN_TASKS
-            and m * n_out * n_in >= PARALLEL_MIN_WORK):
+            and work >= PARALLEL_MIN_WORK):
         for p in prange(FORWARD_MIN_TASKS):
             s_lo, s_hi = _part_rows(np.int64(p), FORWARD_MIN_TASKS, m)
             for jb in range(n_jb):
@@ -288,7 +288,7 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
                                s_lo, s_hi, zero)
             _activate_part(act, s_lo, s_hi, Z, A, n_out)
     else:
-        parts = _example_parts(n_jb, n_sb, m * n_out * n_in)
+        parts = _example_parts(n_jb, n_sb, work)
         for t in prange(n_jb * parts):
             t = np.int64(t)
             jb = t // parts
