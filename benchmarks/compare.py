@@ -407,9 +407,11 @@ def machine_lines(threads, xla_note):
     except ValueError:
         layer = "not started"
     blas = ", ".join(
-        f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} thread(s))"
+        f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')} kernels, "
+        f"{i.get('num_threads')} thread(s))"
         for i in threadpool_info() if i.get("user_api") == "blas"
     ) or "none found"
+    note = wl.openblas_narrow_note()
     versions = ", ".join(
         f"{d} {_version(d)}"
         for d in ("numpy", "numba", "scikit-learn", "torch", "jax", "jaxlib")
@@ -421,7 +423,7 @@ def machine_lines(threads, xla_note):
             f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}, threading layer "
             f"{layer}); JAX: {xla_note}"
         ),
-        f"- BLAS: {blas}",
+        f"- BLAS: {blas}" + (f" ({note})" if note else ""),
         f"- Python {platform.python_version()}, fastbp {fastbp.__version__}, {versions}",
     ]
 

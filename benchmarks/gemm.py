@@ -21,6 +21,11 @@ update), which is counted against them. Prints the median time of each, GFLOP/s
 (2 × multiply-adds / time) and fastbp's rate as a fraction of OpenBLAS's, alternating
 the two so that both see the same machine state. Run one benchmark at a time.
 
+OpenBLAS runs the kernels it picks for the CPU, named in the header. A CPU model it does
+not know gets an older family's: on AMD's Zen 5 OpenBLAS 0.3.30 runs its 256-bit Haswell
+kernels, at half the rate of its 512-bit SkylakeX ones there, and the header says so.
+``OPENBLAS_CORETYPE=SkylakeX python benchmarks/gemm.py`` compares with its fastest.
+
 A third column times what a kernel fuses done the unfused way (in OpenBLAS's faster
 layout): OpenBLAS's product, then
 the same element-wise work in its own passes (+ b, and σ as fastbp's forward kernels
@@ -367,8 +372,9 @@ def _blas_line(from_python):
     owner = "numpy" if from_python else "scipy"
     for lib in threadpool_info():
         if lib.get("internal_api") == "openblas" and f"{owner}." in lib.get("filepath", ""):
-            return (f"{owner}'s OpenBLAS {lib.get('version')}, {lib.get('num_threads')} "
-                    f"threads, called from {'Python' if from_python else 'compiled loops'}")
+            return (f"{owner}'s OpenBLAS {lib.get('version')} ({lib.get('architecture')} "
+                    f"kernels), {lib.get('num_threads')} threads, called from "
+                    f"{'Python' if from_python else 'compiled loops'}")
     return f"{owner}'s BLAS, called from {'Python' if from_python else 'compiled loops'}"
 
 
@@ -388,6 +394,9 @@ def main(argv=None):
     print(f"# {platform.processor() or platform.machine()}, "
           f"{numba.config.NUMBA_NUM_THREADS} threads, numba {numba.__version__}, "
           f"numpy {np.__version__}; {_blas_line(args.from_python)}")
+    note = wl.openblas_narrow_note()
+    if note:
+        print(f"# {note}")
     print(f"{'workload':8} {'dtype':7} {'layer':>5} {'kernel':8} {'fastbp µs':>10} "
           f"{'BLAS µs':>9} {'form':>4} {'fastbp GF/s':>11} {'BLAS GF/s':>9} {'ratio':>6} "
           f"{'unfused µs':>10} {'vs unfused':>10} {'σ=id µs':>8} {'ratio id':>8}")

@@ -164,6 +164,35 @@ WORKLOADS = {
 NAMES = tuple(WORKLOADS)
 
 
+#: OpenBLAS's kernel families (threadpoolctl's "architecture") that use 512-bit vectors.
+OPENBLAS_AVX512 = ("SkylakeX", "Cooperlake", "SapphireRapids")
+
+
+def openblas_narrow_note():
+    """A warning line when OpenBLAS runs 256-bit kernels on a CPU with AVX-512, else "".
+
+    OpenBLAS picks its kernels from the CPU's model, and a model it does not know gets an
+    older family's: on AMD's Zen 5 (family 26) OpenBLAS 0.3.30-0.3.31 runs its Haswell
+    (AVX2) kernels, at about half the rate of its SkylakeX ones on the same machine.
+    ``OPENBLAS_CORETYPE=SkylakeX`` in the environment of the process selects those.
+    """
+    from threadpoolctl import threadpool_info
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            avx512 = any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:
+        return ""
+    narrow = sorted({
+        i.get("architecture") for i in threadpool_info()
+        if i.get("internal_api") == "openblas" and i.get("architecture") not in OPENBLAS_AVX512
+    })
+    if not (avx512 and narrow):
+        return ""
+    return (f"note: OpenBLAS runs its {'/'.join(map(str, narrow))} kernels on this AVX-512 "
+            "CPU; OPENBLAS_CORETYPE=SkylakeX selects its 512-bit ones")
+
+
 def select(spec=None):
     """Workloads named in a comma-separated ``spec``; a family ("W4") selects all of it.
 
