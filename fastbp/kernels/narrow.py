@@ -15,8 +15,8 @@ On a 16- or 30-wide row the register-blocked kernels of :mod:`fastbp.kernels.blo
 spend more on setting up each short run-time-length loop (or, in the forward pass, on
 adding up the lanes of each dot product) than on the arithmetic, and carry their
 partial sums through memory from one block to the next. Here four such rows (in BP2
-eight where a row is one register, so that eight registers of sums are in flight; in
-BP3 up to sixteen) are summed in registers over the whole sum: each term loads one row
+eight, so that eight or sixteen registers of sums are in flight; in BP3 up to sixteen)
+are summed in registers over the whole sum: each term loads one row
 of W, W^T or the layer's input as one or two vectors of a compile-time width (16 or 32
 elements) and adds it, times four (eight, sixteen) broadcast coefficients, to the rows
 of sums, the form of OpenBLAS's microkernels. A row of W or of the input read past its
@@ -148,17 +148,19 @@ def _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, Z_prev, A_prev, act
                       acc, w, zero):
     """Columns k0 .. k0 + w - 1 (those < n_{l-1}) of the rows s_lo <= s < s_hi of
     δ^{l-1} (s_lo a multiple of 4, m the minibatch), summed over all j in rows of
-    ``acc`` and stored times σ': eight vector registers of sums at a time, so eight
-    examples where the block is one register (16 float32 or 8 float64 columns; float32
-    as four: 0.76-0.95x), else four (the last block's missing examples repeating its
-    last one)."""
+    ``acc`` and stored times σ': eight examples at a time, so eight or sixteen vector
+    registers of sums, then four (the last block's missing examples repeating its last
+    one). Where the block is one register (16 float32 or 8 float64 columns), float32 as
+    four had run 0.76-0.95x (Intel Xeon). Two-register blocks as four examples, eight
+    registers of sums, ran 0.79-0.92x (AMD EPYC, whose two FMA pipes need eight sums in
+    flight to stay busy, and more to cover the loads; 16 to 100 inputs, 10 to 32
+    neurons, 10-100 examples, float64 and float32; on the Intel Xeon, one FMA pipe for
+    512-bit vectors, within noise)."""
     n_out, n_in = W.shape
     n = min(w, n_in - k0)
     inside = _rows_inside(n_out, n_in, k0, w)
     d_flat, z_flat, a_flat = flat(D_prev), flat(Z_prev), flat(A_prev)
-    s_4 = s_lo
-    if w == vector_lanes(zero):
-        s_4 += (s_hi - s_lo) // 8 * 8
+    s_4 = s_lo + (s_hi - s_lo) // 8 * 8
     for s0 in range(s_lo, s_4, 8):
         _backward_sums(D, W, tail, inside, k0, n, s0, s0, s0, s0, acc, w, 8, zero)
         _store_rows(d_flat, k0, n_in, s0, s0, s0, s0, acc, n, w, 8, act_prev, z_flat,
@@ -180,10 +182,10 @@ def _backward_rows(D, W, Z_prev, A_prev, act_prev, m, D_prev, s_lo, s_hi, zero):
     n_in = W.shape[1]
     acc = scratch(SUMS, zero)
     tail = scratch(WIDTH, zero)
-    # blocks of two registers (128 bytes: 32 float32 or 16 float64 columns, so that four
-    # rows of sums take 8 registers; the 30-wide float64 gradient step's former four-row
+    # blocks of two registers (128 bytes: 32 float32 or 16 float64 columns, so that eight
+    # rows of sums take 16 registers; the 30-wide float64 gradient step's former four-row
     # blocks ran 1.1x the blocked kernel in 32 columns, 1.4-1.6x in 16), the last block
-    # one register where its columns fit in one (eight examples at a time)
+    # one register where its columns fit in one
     one = register_lanes(zero, 1)
     two = register_lanes(zero, 2)
     for k0 in range(0, n_in, two):
@@ -200,8 +202,8 @@ def backward_narrow(D, W, Z_prev, A_prev, act_prev, m, D_prev):
     """BP2, δ^{l-1}_sk = (Σ_j w^l_jk δ^l_sj) σ'(z^{l-1}_sk).
 
     128 bytes of columns k at a time (32 float32, 16 float64; a last one register's or
-    fewer, 16 float32 or 8 float64, as a block of one register), four examples at a
-    time (eight in a block of one register): their rows of δ^{l-1} are summed in
+    fewer, 16 float32 or 8 float64, as a block of one register), eight examples at a
+    time (the last four at a time): their rows of δ^{l-1} are summed in
     registers over all j (one row of W loaded per j, a multiply-add per row with
     δ^l_sj broadcast) and stored times σ'
     (:func:`~fastbp.kernels.lanes.store_prefix_derivative`; a pass of its own over
