@@ -485,7 +485,8 @@ def forward_packed(A_prev, rows, W, b, act, m, Z, A):
 
 @njit(inline="always", **SERIAL)
 def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w):
-    """Z's first m rows: b + Σ_k a_{rows[s],k} W^T[k], four examples at a time."""
+    """Z's first m rows: b + Σ_k a_{rows[s],k} W^T[k], eight examples at a time, then
+    four."""
     n_out, n_in = W.shape
     # W^T, by input k: WT[k, :w] = w_·k, then zeros, 16 columns of W at a time (w is
     # transpose16's row of 16)
@@ -494,20 +495,28 @@ def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w):
         transpose16(wt_flat, k0 * w, w, flat(W), k0, n_in, n_out, min(16, n_in - k0))
     load_prefix(brow, 0, b, 0, n_out, w)
     z_flat = flat(Z)
-    for s0 in range(0, m, 4):
+    m_8 = m // 8 * 8
+    for s0 in range(0, m_8, 8):
+        # the sums start from b (adding it after them took a scalar pass over the rows)
+        for i in range(8):
+            row_copy(acc, i * WIDTH, brow, 0, w)
+        for k in range(n_in):
+            _add_input(acc, wt_flat, k * w, A_prev, k, rows[s0], rows[s0 + 1],
+                       rows[s0 + 2], rows[s0 + 3], rows[s0 + 4], rows[s0 + 5],
+                       rows[s0 + 6], rows[s0 + 7], w, 8)
+        _store_rows(z_flat, 0, n_out, s0, s0, s0, s0, acc, n_out, w, 8, None, z_flat,
+                    z_flat)
+    for s0 in range(m_8, m, 4):
         s1, s2, s3 = _four(s0, m)  # as in _backward_columns
         q0 = rows[s0]
         q1 = rows[s1]
         q2 = rows[s2]
         q3 = rows[s3]
-        # the sums start from b (adding it after them took a scalar pass over the rows)
-        row_copy(acc, 0, brow, 0, w)
-        row_copy(acc, WIDTH, brow, 0, w)
-        row_copy(acc, 2 * WIDTH, brow, 0, w)
-        row_copy(acc, 3 * WIDTH, brow, 0, w)
+        for i in range(4):
+            row_copy(acc, i * WIDTH, brow, 0, w)
         for k in range(n_in):
-            rows_fma(acc, WIDTH, wt_flat, k * w,
-                     (A_prev[q0, k], A_prev[q1, k], A_prev[q2, k], A_prev[q3, k]), w)
+            _add_input(acc, wt_flat, k * w, A_prev, k, q0, q1, q2, q3, q0, q0, q0, q0, w,
+                       4)
         _store_rows(z_flat, 0, n_out, s0, s1, s2, s3, acc, n_out, w, 4, None, z_flat, z_flat)
 
 
@@ -519,10 +528,12 @@ def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
     W^T is first copied to the stack (row k: the weights of input k, zero-padded to 16
     lanes), 16 columns of W at a time transposed in registers
     (:func:`~fastbp.kernels.lanes.transpose16`; copied element by element, the pass took
-    1.0-1.5x as long in float32, 1.25x at 10 × 10 × 30, and 0.99-1.16x in float64). Four
-    examples at a time: their four rows of z are summed in registers over
-    all k (one row of W^T loaded per k, four multiply-adds with a_sk broadcast), then
-    stored; σ (or softmax) follows row by row. Same arguments as
+    1.0-1.5x as long in float32, 1.25x at 10 × 10 × 30, and 0.99-1.16x in float64). Eight
+    examples at a time (then four): their rows of z are summed in registers over all k
+    (one row of W^T loaded per k, eight multiply-adds with a_sk broadcast), then stored;
+    σ (or softmax) follows row by row. Four at a time, with four (float32) or eight
+    (float64) registers of sums, had run 0.79-0.95x over 32-100 examples, 4 to 32 inputs,
+    4 to 16 neurons, float32 and float64, σ or the identity (AMD EPYC, two FMA pipes). Same arguments as
     :func:`fastbp.kernels.blocked.forward_ser`, which wider layers are handed to (their
     W^T would not fit in the stack's copy).
     """
