@@ -523,7 +523,7 @@ def _forward_case(rng, m, n_out, n_in, dtype):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages via mprotect")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["sigmoid", "tanh", "identity", "softmax"])
-@pytest.mark.parametrize("m", [1, 3, 4, 10])
+@pytest.mark.parametrize("m", [1, 3, 4, 10, 21])
 @pytest.mark.parametrize("n_out", [1, 2, 9, 15, 16, 17])
 @pytest.mark.parametrize("n_in", NARROW_WIDTHS + [33])
 def test_forward_narrow(act, dtype, m, n_out, n_in, rng):

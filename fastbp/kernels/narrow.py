@@ -152,7 +152,7 @@ def _backward_columns(D, W, tail, m, s_lo, s_hi, k0, D_prev, Z_prev, A_prev, act
     registers of sums, then four (the last block's missing examples repeating its last
     one). Where the block is one register (16 float32 or 8 float64 columns), float32 as
     four had run 0.76-0.95x (Intel Xeon). Two-register blocks as four examples, eight
-    registers of sums, ran 0.79-0.92x (AMD EPYC, whose two FMA pipes need eight sums in
+    registers of sums, ran 0.79-0.93x (AMD EPYC, whose two FMA pipes need eight sums in
     flight to stay busy, and more to cover the loads; 16 to 100 inputs, 10 to 32
     neurons, 10-100 examples, float64 and float32; on the Intel Xeon, one FMA pipe for
     512-bit vectors, within noise)."""
@@ -532,10 +532,10 @@ def forward_narrow(A_prev, rows, W, b, act, m, Z, A):
     examples at a time (then four): their rows of z are summed in registers over all k
     (one row of W^T loaded per k, eight multiply-adds with a_sk broadcast), then stored;
     σ (or softmax) follows row by row. Four at a time, with four (float32) or eight
-    (float64) registers of sums, had run 0.79-0.95x over 32-100 examples, 4 to 32 inputs,
-    4 to 16 neurons, float32 and float64, σ or the identity (AMD EPYC, two FMA pipes). Same arguments as
-    :func:`fastbp.kernels.blocked.forward_ser`, which wider layers are handed to (their
-    W^T would not fit in the stack's copy).
+    (float64) registers of sums, had run 0.79-0.95x over 32-100 examples, 4 to 32
+    inputs, 4 to 16 neurons, float32 and float64, σ or the identity (AMD EPYC, two FMA
+    pipes). Same arguments as :func:`fastbp.kernels.blocked.forward_ser`, which wider
+    layers are handed to (their W^T would not fit in the stack's copy).
     """
     n_out, n_in = W.shape
     if n_out > FORWARD_WIDTH or n_in > WIDTH:
