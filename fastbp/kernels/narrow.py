@@ -422,6 +422,27 @@ def _forward_run(A_prev, panel, k_lo, k_hi, q0, q1, q2, q3, q4, q5, q6, q7, s0, 
 
 
 @njit(inline="always", **SERIAL)
+def _forward_examples(A_prev, rows, m, panel, k_lo, k_hi, acc, brow, z, off, stride, n,
+                      w):
+    """:func:`_forward_run` over the rows k_lo <= k < k_hi of W^T's copy in ``panel`` for
+    the first m examples, each block's sums stored in their rows of z (at s stride +
+    off, n elements): eight examples at a time (8 or 16 registers of sums), then four,
+    the last block's missing examples repeating its last one."""
+    s_8 = m // 8 * 8
+    for s0 in range(0, s_8, 8):
+        _forward_run(A_prev, panel, k_lo, k_hi, rows[s0], rows[s0 + 1], rows[s0 + 2],
+                     rows[s0 + 3], rows[s0 + 4], rows[s0 + 5], rows[s0 + 6], rows[s0 + 7],
+                     s0, s0, s0, s0, acc, brow, z, off, stride, n, w, 8)
+        _store_rows(z, off, stride, s0, s0, s0, s0, acc, n, w, 8, None, z, z)
+    for s0 in range(s_8, m, 4):
+        s1, s2, s3 = _four(s0, m)
+        q0 = rows[s0]
+        _forward_run(A_prev, panel, k_lo, k_hi, q0, rows[s1], rows[s2], rows[s3], q0, q0,
+                     q0, q0, s0, s1, s2, s3, acc, brow, z, off, stride, n, w, 4)
+        _store_rows(z, off, stride, s0, s1, s2, s3, acc, n, w, 4, None, z, z)
+
+
+@njit(inline="always", **SERIAL)
 def _forward_packed_block(A_prev, rows, W, b, m, Z, j0, panel, acc, brow, w):
     """z^l's columns j0 .. j0 + w - 1 (those < n_l) of the first m examples: each run of
     ``W_PANEL // w`` rows k of W^T copied to ``panel``, then every example's sums
@@ -432,24 +453,11 @@ def _forward_packed_block(A_prev, rows, W, b, m, Z, j0, panel, acc, brow, w):
     z_flat = flat(Z)
     load_prefix(brow, 0, b, j0, n, w)
     run = W_PANEL // w
-    s_8 = m // 8 * 8
     for k_lo in range(0, n_in, run):
         k_hi = min(k_lo + run, n_in)
         _pack_transposed(W, j0, k_lo, k_hi, w, panel)
-        for s0 in range(0, s_8, 8):
-            _forward_run(A_prev, panel, k_lo, k_hi, rows[s0], rows[s0 + 1], rows[s0 + 2],
-                         rows[s0 + 3], rows[s0 + 4], rows[s0 + 5], rows[s0 + 6],
-                         rows[s0 + 7], s0, s0, s0, s0, acc, brow, z_flat, j0, n_out, n, w,
-                         8)
-            _store_rows(z_flat, j0, n_out, s0, s0, s0, s0, acc, n, w, 8, None, z_flat,
-                        z_flat)
-        for s0 in range(s_8, m, 4):
-            s1, s2, s3 = _four(s0, m)
-            q0 = rows[s0]
-            _forward_run(A_prev, panel, k_lo, k_hi, q0, rows[s1], rows[s2], rows[s3], q0,
-                         q0, q0, q0, s0, s1, s2, s3, acc, brow, z_flat, j0, n_out, n, w, 4)
-            _store_rows(z_flat, j0, n_out, s0, s1, s2, s3, acc, n, w, 4, None, z_flat,
-                        z_flat)
+        _forward_examples(A_prev, rows, m, panel, k_lo, k_hi, acc, brow, z_flat, j0, n_out,
+                          n, w)
 
 
 @njit(**NOALIAS)
@@ -494,30 +502,9 @@ def _forward_rows(A_prev, rows, W, b, m, Z, WT, brow, acc, w):
     for k0 in range(0, n_in, 16):
         transpose16(wt_flat, k0 * w, w, flat(W), k0, n_in, n_out, min(16, n_in - k0))
     load_prefix(brow, 0, b, 0, n_out, w)
-    z_flat = flat(Z)
-    m_8 = m // 8 * 8
-    for s0 in range(0, m_8, 8):
-        # the sums start from b (adding it after them took a scalar pass over the rows)
-        for i in range(8):
-            row_copy(acc, i * WIDTH, brow, 0, w)
-        for k in range(n_in):
-            _add_input(acc, wt_flat, k * w, A_prev, k, rows[s0], rows[s0 + 1],
-                       rows[s0 + 2], rows[s0 + 3], rows[s0 + 4], rows[s0 + 5],
-                       rows[s0 + 6], rows[s0 + 7], w, 8)
-        _store_rows(z_flat, 0, n_out, s0, s0, s0, s0, acc, n_out, w, 8, None, z_flat,
-                    z_flat)
-    for s0 in range(m_8, m, 4):
-        s1, s2, s3 = _four(s0, m)  # as in _backward_columns
-        q0 = rows[s0]
-        q1 = rows[s1]
-        q2 = rows[s2]
-        q3 = rows[s3]
-        for i in range(4):
-            row_copy(acc, i * WIDTH, brow, 0, w)
-        for k in range(n_in):
-            _add_input(acc, wt_flat, k * w, A_prev, k, q0, q1, q2, q3, q0, q0, q0, q0, w,
-                       4)
-        _store_rows(z_flat, 0, n_out, s0, s1, s2, s3, acc, n_out, w, 4, None, z_flat, z_flat)
+    # the sums start from b (adding it after them took a scalar pass over the rows)
+    _forward_examples(A_prev, rows, m, wt_flat, 0, n_in, acc, brow, flat(Z), 0, n_out,
+                      n_out, w)
 
 
 @njit(**NOALIAS)
