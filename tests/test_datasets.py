@@ -7,6 +7,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import shutil
 import struct
 import threading
 from pathlib import Path
@@ -53,7 +54,8 @@ def idx_bytes(array, type_code=None, shape=None):
 
 def write_idx(path, array, *, gz=False, **header):
     data = idx_bytes(array, **header)
-    Path(path).write_bytes(gzip.compress(data) if gz else data)
+    # mtime=0: the same array gives the same bytes (and hash) whatever the clock says.
+    Path(path).write_bytes(gzip.compress(data, mtime=0) if gz else data)
     return Path(path)
 
 
@@ -458,7 +460,8 @@ def served(isolated, server):
     arrays = make_mnist_like(seed=11)
     good = write_mnist_like(root / "good", arrays)
     hashes = {f.name: sha256_of(f) for f in good.iterdir()}
-    bad = write_mnist_like(root / "bad", arrays)
+    bad = root / "bad"
+    shutil.copytree(good, bad)
     corrupt = bad / "train-labels-idx1-ubyte.gz"
     damaged = bytearray(corrupt.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
