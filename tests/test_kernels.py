@@ -1111,16 +1111,18 @@ def test_bp2_sums_run_in_the_documented_order(dtype, kernel, act):
 @pytest.mark.parametrize("kernel", ["narrow", "columns"])
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_out", [21, 26])
-def test_bp3_sums_run_in_the_documented_order(n_out, dtype, packed, kernel):
+@pytest.mark.parametrize("n_out", [10, 14, 21, 26])
+@pytest.mark.parametrize("n_in", [19, 40])
+def test_bp3_sums_run_in_the_documented_order(n_in, n_out, dtype, packed, kernel):
     """The narrow gradient step's ∂C/∂w_jk and ∂C/∂b_j (serial and parallel builds, δ
     read in place or packed) bit for bit as documented:
     Σ_s δ_sj a_{rows[s],k} from 0 in ascending order of s, one fma per term, then times
     scale; Σ_s δ_sj likewise by addition, then times scale. 21 rows: a block of 16 and
-    one of 8 rows (3 of them past the layer); 26 rows: 16 and 10; 19 columns: one or two
-    blocks of a register's lanes, the last partial."""
+    one of 8 rows (3 of them past the layer); 26 rows: 16 and 10; 10 and 14 rows: blocks
+    of columns in pairs, 10 rows, or 8 + 8 (2 past the layer). 19 or 40 columns: one to
+    five blocks of a register's lanes, the last partial (in pairs, a last odd block)."""
     rng = np.random.default_rng(7)
-    n_in, m = 19, 7
+    m = 7
     real = np.dtype(dtype).type
     D = rng.normal(size=(m, n_out)).astype(dtype)
     src = rng.normal(size=(m + 2, n_in)).astype(dtype)

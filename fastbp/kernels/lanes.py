@@ -557,37 +557,64 @@ def rows_fma_broadcast(typingctx, acc, src, src_off, coefs, coef_off, n_rows, su
     One load of the source row and R vector fused multiply-adds, each with its
     coefficient loaded and broadcast from memory (on AVX-512 the fma's own broadcast
     operand), and one vector addition per register of coefficients."""
-    if not (getattr(acc, "dtype", None) == getattr(src, "dtype", None)
-            == getattr(coefs, "dtype", None)):
-        raise TypingError("rows_fma_broadcast: acc, src and coefs must have one dtype")
-    for a in (acc, src, coefs):
-        _contiguous_1d(a, "rows_fma_broadcast")
+    return _rows_fma_broadcast("rows_fma_broadcast", acc, src, src_off, coefs, coef_off,
+                               n_rows, sums)
+
+
+@intrinsic
+def rows_fma_broadcast2(typingctx, acc, acc2, src, src_off, src_off2, coefs, coef_off,
+                        n_rows, sums):
+    """:func:`rows_fma_broadcast` into ``acc`` from ``src[src_off:]`` and into ``acc2``
+    from ``src[src_off2:]`` at once: each coefficient loaded and broadcast once for its
+    two multiply-adds (the sums of coefficients go to ``acc``)."""
+    return _rows_fma_broadcast("rows_fma_broadcast2", acc, src, src_off, coefs, coef_off,
+                               n_rows, sums, acc2, src_off2)
+
+
+def _rows_fma_broadcast(name, acc, src, src_off, coefs, coef_off, n_rows, sums, acc2=None,
+                        src_off2=None):
+    arrays = (acc, src, coefs) if acc2 is None else (acc, acc2, src, coefs)
+    if len({getattr(a, "dtype", None) for a in arrays}) != 1:
+        raise TypingError(f"{name}: acc, src and coefs must have one dtype")
+    for a in arrays:
+        _contiguous_1d(a, name)
     if not isinstance(n_rows, types.IntegerLiteral):
         return None
     R = n_rows.literal_value
     if not 1 <= R <= 16:
-        raise TypingError(f"rows_fma_broadcast: 1 to 16 rows, got {R}")
+        raise TypingError(f"{name}: 1 to 16 rows, got {R}")
     w = _register_lanes(acc.dtype)
+    two = acc2 is not None
+    # argument positions: acc, [acc2], src, src_off, [src_off2], coefs, coef_off, ...
+    i_src, i_coefs = (1, 3) if not two else (2, 5)
+    i_sums = i_coefs + 3
 
     def codegen(context, builder, sig, args):
         vty, align = _vector_of(context, sig.args[0].dtype, w)
         fma_fn = _fma_fn(builder, vty)
-        q = builder.load(_row_at(context, builder, sig, args, 1, vty), align=align)
-        base = context.cast(builder, args[4], sig.args[4], types.intp)
-        coef_ptr = _row_ptr(context, builder, sig.args[3], args[3], base, types.intp)
+        q = builder.load(_row_at(context, builder, sig, args, i_src, vty), align=align)
+        if two:
+            p2 = _vptr(context, builder, sig.args[i_src], args[i_src], args[i_src + 2],
+                       sig.args[i_src + 2], vty)
+            q2 = builder.load(p2, align=align)
+        base = context.cast(builder, args[i_coefs + 1], sig.args[i_coefs + 1], types.intp)
+        coef_ptr = _row_ptr(context, builder, sig.args[i_coefs], args[i_coefs], base,
+                            types.intp)
 
-        def acc_ptr(i):
-            return _vptr(context, builder, sig.args[0], args[0],
+        def acc_ptr(i, k=0):
+            return _vptr(context, builder, sig.args[k], args[k],
                          context.get_constant(types.intp, i), types.intp, vty)
 
         for r in range(R):
-            c = builder.load(cgutils.gep(builder, coef_ptr, r), align=align)
-            p = acc_ptr(r * w)
-            old = builder.load(p, align=align)
-            builder.store(builder.call(fma_fn, [_splat(builder, c, vty), q, old]), p,
-                          align=align)
+            c = _splat(builder, builder.load(cgutils.gep(builder, coef_ptr, r), align=align),
+                       vty)
+            for k, x in ((0, q), (1, q2)) if two else ((0, q),):
+                p = acc_ptr(r * w, k)
+                old = builder.load(p, align=align)
+                builder.store(builder.call(fma_fn, [c, x, old]), p, align=align)
         # whole registers: a vector of 12 lanes, say, is taken apart lane by lane
-        with builder.if_then(context.cast(builder, args[6], sig.args[6], types.boolean)):
+        with builder.if_then(context.cast(builder, args[i_sums], sig.args[i_sums],
+                                          types.boolean)):
             for i in range(0, R, w):
                 p = acc_ptr(R * w + i)
                 c = builder.load(builder.bitcast(cgutils.gep(builder, coef_ptr, i),
@@ -595,6 +622,9 @@ def rows_fma_broadcast(typingctx, acc, src, src_off, coefs, coef_off, n_rows, su
                 builder.store(builder.fadd(builder.load(p, align=align), c), p, align=align)
         return context.get_dummy_value()
 
+    if two:
+        return types.none(acc, acc2, src, src_off, src_off2, coefs, coef_off, n_rows,
+                          sums), codegen
     return types.none(acc, src, src_off, coefs, coef_off, n_rows, sums), codegen
 
 

@@ -59,6 +59,7 @@ from .lanes import (
     rows_axpy_prefix,
     rows_fma,
     rows_fma_broadcast,
+    rows_fma_broadcast2,
     scratch,
     store_prefix_derivative,
     transpose16,
@@ -541,6 +542,11 @@ GRADIENT_ROWS = 16
 #: Elements of the gradient step's sums: its rows of one register (at most 16 elements)
 #: and 16 lanes of sums of δ.
 GRADIENT_SUMS = (GRADIENT_ROWS + 1) * 16
+#: Neurons up to which the gradient step takes its blocks of columns two at a time
+#: (two registers of columns × 10, 8 or 4 rows of sums).
+PAIR_ROWS = 16
+#: Elements of the second register's sums of such a pair: 10 rows of one register.
+PAIR_SUMS = 10 * 16
 #: Elements of the gradient step's copy of a block of columns of its inputs (on the
 #: stack): minibatches up to 512 examples in float64, 256 in float32.
 INPUT_PANEL = 4096
@@ -570,12 +576,42 @@ def _readable(a, off, inside, tail, n, w):
 
 
 @njit(inline="always", **SERIAL)
-def _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0, a_src,
-                   a_base, a_stride, a_inside, a_packed, r_max, coefs, c_base, c_stride,
-                   c_inside, R, zero):
+def _gradient_examples(rows, m, checked, tail, dtail, n, used, acc, acc2, a_src, a_base,
+                       a_stride, a_inside, a_packed, coefs, c_base, c_stride, c_inside, R,
+                       w, sums):
+    """The terms of all m examples of :func:`_gradient_rows`' sums (the first
+    ``checked`` read in place unchecked), and of the sums of δ where ``sums`` (a
+    literal)."""
+    L = vector_lanes(acc[0])
+    for s in range(checked):
+        r = s if a_packed else rows[s]
+        off = a_base + r * a_stride
+        if w != 0:
+            rows_fma_broadcast2(acc, acc2, a_src, off, off + L, coefs, c_base + s * c_stride,
+                                R, sums)
+        else:
+            rows_fma_broadcast(acc, a_src, off, coefs, c_base + s * c_stride, R, sums)
+    for s in range(checked, m):
+        r = s if a_packed else rows[s]
+        src, src_off = _readable(a_src, a_base + r * a_stride, r < a_inside, tail, n, w)
+        cs, c_off = _readable(coefs, c_base + s * c_stride, s < c_inside, dtail, used, 16)
+        if w != 0:
+            rows_fma_broadcast2(acc, acc2, src, src_off, src_off + L, cs, c_off, R, sums)
+        else:
+            rows_fma_broadcast(acc, src, src_off, cs, c_off, R, sums)
+
+
+@njit(inline="always", **SERIAL)
+def _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc2, j0, k0,
+                   a_src, a_base, a_stride, a_inside, a_packed, r_max, coefs, c_base,
+                   c_stride, c_inside, R, w, zero):
     """Columns k0 .. k0 + L - 1 (those < n_in; L one register's lanes) of the rows
     j0 .. j0 + R - 1 (those < n_out) of C: coef Σ_s δ_sj a_{rows[s]} (added to C when
-    ``add``); from the first block of columns also gb_j = scale Σ_s δ_sj.
+    ``add``); from the first block of columns also gb_j = scale Σ_s δ_sj. Where ``w``
+    is two registers' lanes (a literal; 0 for one register) the columns
+    k0 + L .. k0 + 2L - 1 too (at least one of them < n_in), their sums in ``acc2``:
+    two loads of inputs per example for 2R multiply-adds with the same R broadcast
+    coefficients.
 
     Example s's inputs are read from ``a_src`` at a_base + r a_stride, r = rows[s]
     (the layer's input in place: a_base = k0, a_stride = n_in) or, where
@@ -587,29 +623,39 @@ def _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0, a
     ``dtail``; ``r_max`` is the largest r."""
     n_out, n_in = C.shape
     L = vector_lanes(zero)
-    n = min(L, n_in - k0)
+    two = w != 0
+    n = min(2 * L if two else L, n_in - k0)
     used = min(R, n_out - j0)
     for i in range(R):
         row_fill(acc, i * L, zero, 0)
+        if two:
+            row_fill(acc2, i * L, zero, 0)
     row_fill(acc, R * L, zero, 16)
-    # the sums of δ in the first block of columns only (the branch is the same for
-    # every example)
-    sums = k0 == 0
     # the examples whose inputs and coefficients are all readable in place go through a
     # loop without the checks (W5's 512 -> 512 float64 step over 128 examples
     # 1.13-1.19x, float32 1.13x, 784 -> 512 1.06x / 1.14x; kernel A/B, 2 threads); the
     # rest, if any, after them
     checked = min(m, c_inside) if r_max < a_inside else 0
-    for s in range(checked):
-        r = s if a_packed else rows[s]
-        rows_fma_broadcast(acc, a_src, a_base + r * a_stride, coefs, c_base + s * c_stride,
-                           R, sums)
-    for s in range(checked, m):
-        r = s if a_packed else rows[s]
-        src, src_off = _readable(a_src, a_base + r * a_stride, r < a_inside, tail, n, 0)
-        cs, c_off = _readable(coefs, c_base + s * c_stride, s < c_inside, dtail, used, 16)
-        rows_fma_broadcast(acc, src, src_off, cs, c_off, R, sums)
-    rows_axpy_prefix(flat(C), j0 * n_in + k0, n_in, used, n, acc, coef, add, R)
+    # the sums of δ in the first block of columns only; for two registers a loop of its
+    # own for each case (with the test inside, LLVM kept the broadcast coefficients live
+    # across it, and two registers of 10 rows spilled their sums: 0.85-0.91x)
+    if w == 0:
+        _gradient_examples(rows, m, checked, tail, dtail, n, used, acc, acc2, a_src, a_base,
+                           a_stride, a_inside, a_packed, coefs, c_base, c_stride, c_inside,
+                           R, w, k0 == 0)
+    elif k0 == 0:
+        _gradient_examples(rows, m, checked, tail, dtail, n, used, acc, acc2, a_src, a_base,
+                           a_stride, a_inside, a_packed, coefs, c_base, c_stride, c_inside,
+                           R, w, True)
+    else:
+        _gradient_examples(rows, m, checked, tail, dtail, n, used, acc, acc2, a_src, a_base,
+                           a_stride, a_inside, a_packed, coefs, c_base, c_stride, c_inside,
+                           R, w, False)
+    c_flat = flat(C)
+    rows_axpy_prefix(c_flat, j0 * n_in + k0, n_in, used, min(n, L), acc, coef, add, R)
+    if two:
+        rows_axpy_prefix(c_flat, j0 * n_in + k0 + L, n_in, used, n - L, acc2, coef, add,
+                         R)
     if k0 == 0:  # every block of columns has the same sums of δ
         axpy_prefix(gb, j0, acc, R * L, used, scale, False, 16)
 
@@ -671,23 +717,74 @@ def _gradient_columns(D, A_prev, rows, m, coef, C, add, gb, scale, kb0, kb1, pan
                 coefs, c_base, c_stride = d_flat, j0, n_out
                 c_inside = _rows_inside(D.shape[0], n_out, j0, 16)
             rest = n_out - j0
-            # R a literal: each is its own body, its sums in registers
+            # R a literal: each is its own body, its sums in registers (``acc`` passed
+            # again for the second register's, which one register's rows never touch)
             if rest > 10:
-                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
-                               a_src, a_base, a_stride, a_inside, a_packed, r_max, coefs,
-                               c_base, c_stride, c_inside, 16, zero)
+                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc,
+                               j0, k0, a_src, a_base, a_stride, a_inside, a_packed, r_max,
+                               coefs, c_base, c_stride, c_inside, 16, 0, zero)
             elif rest > 8:
-                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
-                               a_src, a_base, a_stride, a_inside, a_packed, r_max, coefs,
-                               c_base, c_stride, c_inside, 10, zero)
+                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc,
+                               j0, k0, a_src, a_base, a_stride, a_inside, a_packed, r_max,
+                               coefs, c_base, c_stride, c_inside, 10, 0, zero)
             elif rest > 4:
-                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
-                               a_src, a_base, a_stride, a_inside, a_packed, r_max, coefs,
-                               c_base, c_stride, c_inside, 8, zero)
+                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc,
+                               j0, k0, a_src, a_base, a_stride, a_inside, a_packed, r_max,
+                               coefs, c_base, c_stride, c_inside, 8, 0, zero)
             else:
-                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
-                               a_src, a_base, a_stride, a_inside, a_packed, r_max, coefs,
-                               c_base, c_stride, c_inside, 4, zero)
+                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc,
+                               j0, k0, a_src, a_base, a_stride, a_inside, a_packed, r_max,
+                               coefs, c_base, c_stride, c_inside, 4, 0, zero)
+
+
+@njit(**NOALIAS)
+def _gradient_pairs(D, A_prev, rows, m, coef, C, add, gb, scale, kb0, kb1, panel, packed,
+                    zero):
+    """:func:`_gradient_columns` for a layer of at most :data:`PAIR_ROWS` neurons: its
+    blocks of columns two at a time (two registers of columns × 10, 8 or 4 rows of
+    sums; 16 rows as 8 + 8), an odd last block by :func:`_gradient_columns`. Per example
+    two loads of inputs for 2R multiply-adds, against one for R: kernel A/B, serial,
+    100 -> 10 over 10-100 examples 1.12-1.35x in float64 and 1.07-1.29x in float32,
+    16 -> 16 over 100 1.20x in float64 (the same bits)."""
+    n_out, n_in = C.shape
+    L = vector_lanes(zero)
+    w2 = register_lanes(zero, 2)
+    acc = scratch(GRADIENT_SUMS, zero)
+    acc2 = scratch(PAIR_SUMS, zero)
+    tail = scratch(WIDTH, zero)
+    dtail = scratch(16, zero)
+    d_flat = flat(D)
+    a_flat = flat(A_prev)
+    r_max = 0  # the last row of A_prev read
+    for s in range(m):
+        r_max = max(r_max, rows[s])
+    for kb in range(kb0, kb1 - 1, 2):
+        k0 = kb * L
+        a_inside = _rows_inside(A_prev.shape[0], n_in, k0, 2 * L)
+        for j0 in range(0, n_out, 8):
+            if packed:  # one panel (n_out <= 16): row j0 at j0 in each example's 16
+                coefs, c_base, c_stride = panel, j0, GRADIENT_ROWS
+                c_inside = m if j0 == 0 else m - 1
+            else:
+                coefs, c_base, c_stride = d_flat, j0, n_out
+                c_inside = _rows_inside(D.shape[0], n_out, j0, 16)
+            rest = n_out - j0
+            if rest == 9 or rest == 10:
+                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc2,
+                               j0, k0, a_flat, k0, n_in, a_inside, False, r_max, coefs,
+                               c_base, c_stride, c_inside, 10, w2, zero)
+                break
+            elif rest > 4:
+                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc2,
+                               j0, k0, a_flat, k0, n_in, a_inside, False, r_max, coefs,
+                               c_base, c_stride, c_inside, 8, w2, zero)
+            else:
+                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc2,
+                               j0, k0, a_flat, k0, n_in, a_inside, False, r_max, coefs,
+                               c_base, c_stride, c_inside, 4, w2, zero)
+    if (kb1 - kb0) % 2:
+        _gradient_columns(D, A_prev, rows, m, coef, C, add, gb, scale, kb1 - 1, kb1, panel,
+                          packed, zero)
 
 
 def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum, decay,
@@ -695,7 +792,9 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     """BP3/BP4 and the SGD step, as :func:`fastbp.kernels.blocked.gradient_step_par`.
 
     One register of columns at a time (16 float32, 8 float64; the threads share out
-    these blocks), up to 16 rows j of ∂C/∂W at a time (:data:`GRADIENT_ROWS`), are
+    these blocks), up to 16 rows j of ∂C/∂W at a time (:data:`GRADIENT_ROWS`), or for
+    a layer of up to :data:`PAIR_ROWS` neurons two registers of columns and up to 10
+    rows at a time (:func:`_gradient_pairs`; the threads share out pairs of blocks), are
     summed in registers over all m examples: per example one input row loaded and one
     multiply-add per row j, its coefficient δ_sj broadcast straight from the row of δ
     (the row's δ are consecutive), and in the first block of columns that row of δ
@@ -727,13 +826,22 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     coef = -(lr * scale) if direct else scale
     C = W if direct else gW
     n_blocks = (n_in + vector_lanes(zero) - 1) // vector_lanes(zero)
+    # the threads' shares are whole pairs of blocks where the blocks go in pairs
+    unit = 2 if n_out <= PAIR_ROWS else 1
+    n_units = (n_blocks + unit - 1) // unit
     # a share per block of columns for the threads, all in one share (one call) for
     # work too small for a parallel region and always in the serial build (each call
     # took 0.03-0.05 µs, a third of a 10 x 100 float64 step over 10 examples; one call
     # in place of 13 made the serial 100 -> 10 step over 100 examples 1.09-1.10x as
     # fast); each element's sum is the same in any share. (Shares by the thread count
     # would make the kernel uncacheable.)
-    shares = n_blocks if THREADED and m * n_out * n_in >= PARALLEL_MIN_WORK else 1
+    shares = 1
+    if THREADED and m * n_out * n_in >= PARALLEL_MIN_WORK:
+        # pairs in at most 8 shares (each share counts the rows it reads first): the
+        # parallel 512 -> 10 step over 128 examples ran 1.23-1.27x (float64) and
+        # 1.07-1.12x (float32) as fast as with one block a share, 1.15x / 1.14x with a
+        # share per pair (kernel A/B, 2 threads)
+        shares = n_units if unit == 1 else min(n_units, 8)
     n_panels = (n_out + GRADIENT_ROWS - 1) // GRADIENT_ROWS
     packed = panel.shape[0] >= n_panels * GRADIENT_ROWS * m
     if packed:  # the panels shared out as the blocks of columns are
@@ -744,9 +852,14 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
                 _pack_panel(D, m, GRADIENT_ROWS * q, panel)
     for t in prange(shares):
         t = np.int64(t)
-        _gradient_columns(D, A_prev, rows, m, coef, C, direct, gb, scale,
-                          t * n_blocks // shares, (t + 1) * n_blocks // shares, panel,
-                          packed, zero)
+        kb0 = unit * (t * n_units // shares)
+        kb1 = min(unit * ((t + 1) * n_units // shares), n_blocks)
+        if unit == 2:
+            _gradient_pairs(D, A_prev, rows, m, coef, C, direct, gb, scale, kb0, kb1, panel,
+                            packed, zero)
+        else:
+            _gradient_columns(D, A_prev, rows, m, coef, C, direct, gb, scale, kb0, kb1,
+                              panel, packed, zero)
     if mode == STEP:
         for jb in prange((n_out + GRADIENT_ROWS - 1) // GRADIENT_ROWS):
             j0 = GRADIENT_ROWS * np.int64(jb)
