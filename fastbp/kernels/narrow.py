@@ -543,8 +543,11 @@ GRADIENT_ROWS = 16
 #: and 16 lanes of sums of δ.
 GRADIENT_SUMS = (GRADIENT_ROWS + 1) * 16
 #: Neurons up to which the gradient step takes its blocks of columns two at a time
-#: (two registers of columns × 10, 8 or 4 rows of sums).
+#: (two registers of columns × 8 or 10 rows of sums, :func:`_gradient_pairs`).
 PAIR_ROWS = 16
+#: Fewest neurons for which it does: 8 rows of sums for 1 to 4 neurons ran 0.72-1.29x
+#: (kernel A/B), and a body of 4 rows would add to the compile time.
+PAIR_MIN_ROWS = 5
 #: Elements of the second register's sums of such a pair: 10 rows of one register.
 PAIR_SUMS = 10 * 16
 #: Elements of the gradient step's copy of a block of columns of its inputs (on the
@@ -576,42 +579,12 @@ def _readable(a, off, inside, tail, n, w):
 
 
 @njit(inline="always", **SERIAL)
-def _gradient_examples(rows, m, checked, tail, dtail, n, used, acc, acc2, a_src, a_base,
-                       a_stride, a_inside, a_packed, coefs, c_base, c_stride, c_inside, R,
-                       w, sums):
-    """The terms of all m examples of :func:`_gradient_rows`' sums (the first
-    ``checked`` read in place unchecked), and of the sums of δ where ``sums`` (a
-    literal)."""
-    L = vector_lanes(acc[0])
-    for s in range(checked):
-        r = s if a_packed else rows[s]
-        off = a_base + r * a_stride
-        if w != 0:
-            rows_fma_broadcast2(acc, acc2, a_src, off, off + L, coefs, c_base + s * c_stride,
-                                R, sums)
-        else:
-            rows_fma_broadcast(acc, a_src, off, coefs, c_base + s * c_stride, R, sums)
-    for s in range(checked, m):
-        r = s if a_packed else rows[s]
-        src, src_off = _readable(a_src, a_base + r * a_stride, r < a_inside, tail, n, w)
-        cs, c_off = _readable(coefs, c_base + s * c_stride, s < c_inside, dtail, used, 16)
-        if w != 0:
-            rows_fma_broadcast2(acc, acc2, src, src_off, src_off + L, cs, c_off, R, sums)
-        else:
-            rows_fma_broadcast(acc, src, src_off, cs, c_off, R, sums)
-
-
-@njit(inline="always", **SERIAL)
-def _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc2, j0, k0,
-                   a_src, a_base, a_stride, a_inside, a_packed, r_max, coefs, c_base,
-                   c_stride, c_inside, R, w, zero):
+def _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0, a_src,
+                   a_base, a_stride, a_inside, a_packed, r_max, coefs, c_base, c_stride,
+                   c_inside, R, zero):
     """Columns k0 .. k0 + L - 1 (those < n_in; L one register's lanes) of the rows
     j0 .. j0 + R - 1 (those < n_out) of C: coef Σ_s δ_sj a_{rows[s]} (added to C when
-    ``add``); from the first block of columns also gb_j = scale Σ_s δ_sj. Where ``w``
-    is two registers' lanes (a literal; 0 for one register) the columns
-    k0 + L .. k0 + 2L - 1 too (at least one of them < n_in), their sums in ``acc2``:
-    two loads of inputs per example for 2R multiply-adds with the same R broadcast
-    coefficients.
+    ``add``); from the first block of columns also gb_j = scale Σ_s δ_sj.
 
     Example s's inputs are read from ``a_src`` at a_base + r a_stride, r = rows[s]
     (the layer's input in place: a_base = k0, a_stride = n_in) or, where
@@ -623,40 +596,74 @@ def _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc2, j0,
     ``dtail``; ``r_max`` is the largest r."""
     n_out, n_in = C.shape
     L = vector_lanes(zero)
-    two = w != 0
-    n = min(2 * L if two else L, n_in - k0)
+    n = min(L, n_in - k0)
     used = min(R, n_out - j0)
     for i in range(R):
         row_fill(acc, i * L, zero, 0)
-        if two:
-            row_fill(acc2, i * L, zero, 0)
     row_fill(acc, R * L, zero, 16)
+    # the sums of δ in the first block of columns only (the branch is the same for
+    # every example)
+    sums = k0 == 0
     # the examples whose inputs and coefficients are all readable in place go through a
     # loop without the checks (W5's 512 -> 512 float64 step over 128 examples
     # 1.13-1.19x, float32 1.13x, 784 -> 512 1.06x / 1.14x; kernel A/B, 2 threads); the
     # rest, if any, after them
     checked = min(m, c_inside) if r_max < a_inside else 0
-    # the sums of δ in the first block of columns only; for two registers a loop of its
-    # own for each case (with the test inside, LLVM kept the broadcast coefficients live
-    # across it, and two registers of 10 rows spilled their sums: 0.85-0.91x)
-    if w == 0:
-        _gradient_examples(rows, m, checked, tail, dtail, n, used, acc, acc2, a_src, a_base,
-                           a_stride, a_inside, a_packed, coefs, c_base, c_stride, c_inside,
-                           R, w, k0 == 0)
-    elif k0 == 0:
-        _gradient_examples(rows, m, checked, tail, dtail, n, used, acc, acc2, a_src, a_base,
-                           a_stride, a_inside, a_packed, coefs, c_base, c_stride, c_inside,
-                           R, w, True)
-    else:
-        _gradient_examples(rows, m, checked, tail, dtail, n, used, acc, acc2, a_src, a_base,
-                           a_stride, a_inside, a_packed, coefs, c_base, c_stride, c_inside,
-                           R, w, False)
-    c_flat = flat(C)
-    rows_axpy_prefix(c_flat, j0 * n_in + k0, n_in, used, min(n, L), acc, coef, add, R)
-    if two:
-        rows_axpy_prefix(c_flat, j0 * n_in + k0 + L, n_in, used, n - L, acc2, coef, add,
-                         R)
+    for s in range(checked):
+        r = s if a_packed else rows[s]
+        rows_fma_broadcast(acc, a_src, a_base + r * a_stride, coefs, c_base + s * c_stride,
+                           R, sums)
+    for s in range(checked, m):
+        r = s if a_packed else rows[s]
+        src, src_off = _readable(a_src, a_base + r * a_stride, r < a_inside, tail, n, 0)
+        cs, c_off = _readable(coefs, c_base + s * c_stride, s < c_inside, dtail, used, 16)
+        rows_fma_broadcast(acc, src, src_off, cs, c_off, R, sums)
+    rows_axpy_prefix(flat(C), j0 * n_in + k0, n_in, used, n, acc, coef, add, R)
     if k0 == 0:  # every block of columns has the same sums of δ
+        axpy_prefix(gb, j0, acc, R * L, used, scale, False, 16)
+
+
+@njit(inline="always", **SERIAL)
+def _pair_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc2, j0, k0, a_flat,
+               a_inside, r_max, coefs, c_base, c_stride, c_inside, R, zero):
+    """:func:`_gradient_rows` over two registers of columns, k0 .. k0 + 2L - 1 (at least
+    L + 1 of them < n_in), and R rows (a literal), j0 .. j0 + R - 1 (those < n_out), the
+    layer's input read in place: per example two loads of inputs for 2R multiply-adds
+    with the same R broadcast coefficients, the sums in ``acc`` and ``acc2``. The loop
+    over the examples read unchecked comes twice, with the sums of δ (the first block of
+    columns) and without: with the test inside, LLVM kept the broadcast coefficients
+    live across it and the sums spilled (0.85-0.91x), and in a loop of their own the
+    sums of δ cost an extra dependent addition per example."""
+    n_out, n_in = C.shape
+    L = vector_lanes(zero)
+    n = min(2 * L, n_in - k0)
+    used = min(R, n_out - j0)
+    for i in range(R):
+        row_fill(acc, i * L, zero, 0)
+        row_fill(acc2, i * L, zero, 0)
+    row_fill(acc, R * L, zero, 16)
+    sums = k0 == 0
+    checked = min(m, c_inside) if r_max < a_inside else 0
+    if sums:
+        for s in range(checked):
+            off = k0 + rows[s] * n_in
+            rows_fma_broadcast2(acc, acc2, a_flat, off, off + L, coefs,
+                                c_base + s * c_stride, R, True)
+    else:
+        for s in range(checked):
+            off = k0 + rows[s] * n_in
+            rows_fma_broadcast2(acc, acc2, a_flat, off, off + L, coefs,
+                                c_base + s * c_stride, R, False)
+    for s in range(checked, m):
+        r = rows[s]
+        src, src_off = _readable(a_flat, k0 + r * n_in, r < a_inside, tail, n,
+                                 register_lanes(zero, 2))
+        cs, c_off = _readable(coefs, c_base + s * c_stride, s < c_inside, dtail, used, 16)
+        rows_fma_broadcast2(acc, acc2, src, src_off, src_off + L, cs, c_off, R, sums)
+    c_flat = flat(C)
+    rows_axpy_prefix(c_flat, j0 * n_in + k0, n_in, used, L, acc, coef, add, R)
+    rows_axpy_prefix(c_flat, j0 * n_in + k0 + L, n_in, used, n - L, acc2, coef, add, R)
+    if sums:  # every block of columns has the same sums of δ
         axpy_prefix(gb, j0, acc, R * L, used, scale, False, 16)
 
 
@@ -717,38 +724,39 @@ def _gradient_columns(D, A_prev, rows, m, coef, C, add, gb, scale, kb0, kb1, pan
                 coefs, c_base, c_stride = d_flat, j0, n_out
                 c_inside = _rows_inside(D.shape[0], n_out, j0, 16)
             rest = n_out - j0
-            # R a literal: each is its own body, its sums in registers (``acc`` passed
-            # again for the second register's, which one register's rows never touch)
+            # R a literal: each is its own body, its sums in registers
             if rest > 10:
-                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc,
-                               j0, k0, a_src, a_base, a_stride, a_inside, a_packed, r_max,
-                               coefs, c_base, c_stride, c_inside, 16, 0, zero)
+                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
+                               a_src, a_base, a_stride, a_inside, a_packed, r_max, coefs,
+                               c_base, c_stride, c_inside, 16, zero)
             elif rest > 8:
-                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc,
-                               j0, k0, a_src, a_base, a_stride, a_inside, a_packed, r_max,
-                               coefs, c_base, c_stride, c_inside, 10, 0, zero)
+                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
+                               a_src, a_base, a_stride, a_inside, a_packed, r_max, coefs,
+                               c_base, c_stride, c_inside, 10, zero)
             elif rest > 4:
-                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc,
-                               j0, k0, a_src, a_base, a_stride, a_inside, a_packed, r_max,
-                               coefs, c_base, c_stride, c_inside, 8, 0, zero)
+                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
+                               a_src, a_base, a_stride, a_inside, a_packed, r_max, coefs,
+                               c_base, c_stride, c_inside, 8, zero)
             else:
-                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc,
-                               j0, k0, a_src, a_base, a_stride, a_inside, a_packed, r_max,
-                               coefs, c_base, c_stride, c_inside, 4, 0, zero)
+                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, j0, k0,
+                               a_src, a_base, a_stride, a_inside, a_packed, r_max, coefs,
+                               c_base, c_stride, c_inside, 4, zero)
 
 
 @njit(**NOALIAS)
 def _gradient_pairs(D, A_prev, rows, m, coef, C, add, gb, scale, kb0, kb1, panel, packed,
                     zero):
-    """:func:`_gradient_columns` for a layer of at most :data:`PAIR_ROWS` neurons: its
-    blocks of columns two at a time (two registers of columns × 10, 8 or 4 rows of
-    sums; 16 rows as 8 + 8), an odd last block by :func:`_gradient_columns`. Per example
-    two loads of inputs for 2R multiply-adds, against one for R: kernel A/B, serial,
-    100 -> 10 over 10-100 examples 1.12-1.35x in float64 and 1.07-1.29x in float32,
-    16 -> 16 over 100 1.20x in float64 (the same bits)."""
+    """:func:`_gradient_columns` for a layer of :data:`PAIR_MIN_ROWS` to
+    :data:`PAIR_ROWS` neurons: its blocks of columns two at a time (:func:`_pair_rows`),
+    8 rows at a time or the last 9 or 10 at once (10 rows as one block, 16 as 8 + 8, 12
+    as 8 + 8 with four rows past the layer), an odd last block of columns by
+    :func:`_gradient_columns`. Kernel A/B against one register of columns at a time,
+    serial: 100 -> 10 over 10-100 examples 1.13-1.33x in float64 and 1.07-1.27x in
+    float32, 16 -> 16 over 100 1.15x in float64, the same bits. One body of 10 rows
+    for every layer cost 0.91-0.97x on 11-14 neurons; bodies of 10, 8 and 4 rows inlined
+    into :func:`_gradient_columns` added 9 s to a cold first fit, these two about 2 s."""
     n_out, n_in = C.shape
     L = vector_lanes(zero)
-    w2 = register_lanes(zero, 2)
     acc = scratch(GRADIENT_SUMS, zero)
     acc2 = scratch(PAIR_SUMS, zero)
     tail = scratch(WIDTH, zero)
@@ -770,18 +778,12 @@ def _gradient_pairs(D, A_prev, rows, m, coef, C, add, gb, scale, kb0, kb1, panel
                 c_inside = _rows_inside(D.shape[0], n_out, j0, 16)
             rest = n_out - j0
             if rest == 9 or rest == 10:
-                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc2,
-                               j0, k0, a_flat, k0, n_in, a_inside, False, r_max, coefs,
-                               c_base, c_stride, c_inside, 10, w2, zero)
+                _pair_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc2, j0,
+                           k0, a_flat, a_inside, r_max, coefs, c_base, c_stride, c_inside,
+                           10, zero)
                 break
-            elif rest > 4:
-                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc2,
-                               j0, k0, a_flat, k0, n_in, a_inside, False, r_max, coefs,
-                               c_base, c_stride, c_inside, 8, w2, zero)
-            else:
-                _gradient_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc2,
-                               j0, k0, a_flat, k0, n_in, a_inside, False, r_max, coefs,
-                               c_base, c_stride, c_inside, 4, w2, zero)
+            _pair_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc2, j0, k0,
+                       a_flat, a_inside, r_max, coefs, c_base, c_stride, c_inside, 8, zero)
     if (kb1 - kb0) % 2:
         _gradient_columns(D, A_prev, rows, m, coef, C, add, gb, scale, kb1 - 1, kb1, panel,
                           packed, zero)
@@ -793,8 +795,8 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
 
     One register of columns at a time (16 float32, 8 float64; the threads share out
     these blocks), up to 16 rows j of ∂C/∂W at a time (:data:`GRADIENT_ROWS`), or for
-    a layer of up to :data:`PAIR_ROWS` neurons two registers of columns and up to 10
-    rows at a time (:func:`_gradient_pairs`; the threads share out pairs of blocks), are
+    a layer of 5 to 16 neurons two registers of columns and up to 10 rows at a time
+    (:func:`_gradient_pairs`; the threads share out pairs of blocks), are
     summed in registers over all m examples: per example one input row loaded and one
     multiply-add per row j, its coefficient δ_sj broadcast straight from the row of δ
     (the row's δ are consecutive), and in the first block of columns that row of δ
@@ -827,7 +829,7 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     C = W if direct else gW
     n_blocks = (n_in + vector_lanes(zero) - 1) // vector_lanes(zero)
     # the threads' shares are whole pairs of blocks where the blocks go in pairs
-    unit = 2 if n_out <= PAIR_ROWS else 1
+    unit = 2 if PAIR_MIN_ROWS <= n_out <= PAIR_ROWS else 1
     n_units = (n_blocks + unit - 1) // unit
     # a share per block of columns for the threads, all in one share (one call) for
     # work too small for a parallel region and always in the serial build (each call
@@ -835,13 +837,7 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     # in place of 13 made the serial 100 -> 10 step over 100 examples 1.09-1.10x as
     # fast); each element's sum is the same in any share. (Shares by the thread count
     # would make the kernel uncacheable.)
-    shares = 1
-    if THREADED and m * n_out * n_in >= PARALLEL_MIN_WORK:
-        # pairs in at most 8 shares (each share counts the rows it reads first): the
-        # parallel 512 -> 10 step over 128 examples ran 1.23-1.27x (float64) and
-        # 1.07-1.12x (float32) as fast as with one block a share, 1.15x / 1.14x with a
-        # share per pair (kernel A/B, 2 threads)
-        shares = n_units if unit == 1 else min(n_units, 8)
+    shares = n_units if THREADED and m * n_out * n_in >= PARALLEL_MIN_WORK else 1
     n_panels = (n_out + GRADIENT_ROWS - 1) // GRADIENT_ROWS
     packed = panel.shape[0] >= n_panels * GRADIENT_ROWS * m
     if packed:  # the panels shared out as the blocks of columns are
