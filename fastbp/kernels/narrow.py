@@ -829,7 +829,7 @@ def _gradient_step(D, A_prev, rows, m, scale, W, b, gW, gb, VW, Vb, lr, momentum
     C = W if direct else gW
     n_blocks = (n_in + vector_lanes(zero) - 1) // vector_lanes(zero)
     # the threads' shares are whole pairs of blocks where the blocks go in pairs
-    unit = 2 if PAIR_MIN_ROWS <= n_out <= PAIR_ROWS else 1
+    unit = 2 if PAIR_MIN_ROWS <= n_out <= PAIR_ROWS and n_blocks > 1 else 1
     n_units = (n_blocks + unit - 1) // unit
     # a share per block of columns for the threads, all in one share (one call) for
     # work too small for a parallel region and always in the serial build (each call
