@@ -1144,3 +1144,53 @@ def test_bp3_sums_run_in_the_documented_order(n_in, n_out, dtype, packed, kernel
         for k in range(n_in):
             expected_gW[j, k] = _fma_chain(D[:, j], src[rows, k], real(0), dtype) * scale
     assert np.array_equal(gW, expected_gW) and np.array_equal(gb, expected_gb)
+
+
+@numba.njit(**SERIAL)
+def _bp3_in_order(D, src, rows, scale, gW, gb):
+    """∂C/∂w_jk and ∂C/∂b_j as the narrow gradient step documents them: Σ_s from 0 in
+    ascending order of s, one fma (δ) or one addition (the biases) per example, then
+    times scale."""
+    m, n_out = D.shape
+    n_in = src.shape[1]
+    zero = D.dtype.type(0)
+    for j in range(n_out):
+        sb = zero
+        for s in range(m):
+            sb = sb + D[s, j]
+        gb[j] = sb * scale
+        for k in range(n_in):
+            t = zero
+            for s in range(m):
+                t = lanes.fma(D[s, j], src[rows[s], k], t)
+            gW[j, k] = t * scale
+
+
+@pytest.mark.parametrize("kernel", ["narrow", "columns"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_out", [4, 6, 10, 16, 21])
+def test_bp3_shared_out_runs_in_the_documented_order(n_out, dtype, kernel):
+    """A gradient step of PARALLEL_MIN_WORK multiply-adds or more: the parallel build
+    shares out the blocks of columns (pairs of them for 5 to 16 neurons, the last share
+    an odd block: 100 columns are 13 float64 blocks, 7 float32), the serial build takes
+    them all in one call; each ∂C/∂w_jk and ∂C/∂b_j is still the documented sum,
+    bit for bit (here from compiled fmas in the same order)."""
+    from fastbp._config import PARALLEL_MIN_WORK
+
+    rng = np.random.default_rng(11)
+    m, n_in = 96, 100
+    assert m * n_out * n_in >= PARALLEL_MIN_WORK
+    real = np.dtype(dtype).type
+    D = rng.normal(size=(m, n_out)).astype(dtype)
+    src = rng.normal(size=(m + 5, n_in)).astype(dtype)
+    rows = rng.permutation(m + 5)[:m].astype(np.int64)
+    W = rng.normal(size=(n_out, n_in)).astype(dtype)
+    b = rng.normal(size=n_out).astype(dtype)
+    gW, gb = np.empty_like(W), np.empty_like(b)
+    scale = real(1) / real(m)
+    step = K.gradient_step_narrow if kernel == "narrow" else K.gradient_step_columns
+    step(D, src, rows, m, scale, W, b, gW, gb, W.copy(), b.copy(), real(0.1), real(0),
+         real(0), False, np.empty(0, dtype))
+    expected_gW, expected_gb = np.empty_like(gW), np.empty_like(gb)
+    _bp3_in_order(D, src, rows, scale, expected_gW, expected_gb)
+    assert np.array_equal(gW, expected_gW) and np.array_equal(gb, expected_gb)
