@@ -1108,44 +1108,6 @@ def test_bp2_sums_run_in_the_documented_order(dtype, kernel, act):
                           expected[~nan].view(f"u{D_prev.itemsize}"))
 
 
-@pytest.mark.parametrize("kernel", ["narrow", "columns"])
-@pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_out", [10, 14, 21, 26])
-@pytest.mark.parametrize("n_in", [19, 40])
-def test_bp3_sums_run_in_the_documented_order(n_in, n_out, dtype, packed, kernel):
-    """The narrow gradient step's ∂C/∂w_jk and ∂C/∂b_j (serial and parallel builds, δ
-    read in place or packed) bit for bit as documented:
-    Σ_s δ_sj a_{rows[s],k} from 0 in ascending order of s, one fma per term, then times
-    scale; Σ_s δ_sj likewise by addition, then times scale. 21 rows: a block of 16 and
-    one of 8 rows (3 of them past the layer); 26 rows: 16 and 10; 10 and 14 rows: blocks
-    of columns in pairs, 10 rows, or 8 + 8 (2 past the layer). 19 or 40 columns: one to
-    five blocks of a register's lanes, the last partial (in pairs, a last odd block)."""
-    rng = np.random.default_rng(7)
-    m = 7
-    real = np.dtype(dtype).type
-    D = rng.normal(size=(m, n_out)).astype(dtype)
-    src = rng.normal(size=(m + 2, n_in)).astype(dtype)
-    rows = rng.permutation(m + 2)[:m].astype(np.int64)
-    W = rng.normal(size=(n_out, n_in)).astype(dtype)
-    b = rng.normal(size=n_out).astype(dtype)
-    gW, gb = np.empty_like(W), np.empty_like(b)
-    scale = real(1) / real(m)
-    step = K.gradient_step_narrow if kernel == "narrow" else K.gradient_step_columns
-    panel = np.empty(K.panel_size(m, n_out) if packed else 0, dtype)
-    step(D, src, rows, m, scale, W, b, gW, gb, W.copy(), b.copy(), real(0.1), real(0),
-         real(0), False, panel)
-    expected_gW, expected_gb = np.empty_like(gW), np.empty_like(gb)
-    for j in range(n_out):
-        sb = real(0)
-        for s in range(m):
-            sb = _add_exact(sb, D[s, j], dtype)
-        expected_gb[j] = sb * scale
-        for k in range(n_in):
-            expected_gW[j, k] = _fma_chain(D[:, j], src[rows, k], real(0), dtype) * scale
-    assert np.array_equal(gW, expected_gW) and np.array_equal(gb, expected_gb)
-
-
 @numba.njit(**SERIAL)
 def _bp3_in_order(D, src, rows, scale, gW, gb):
     """∂C/∂w_jk and ∂C/∂b_j as the narrow gradient step documents them: Σ_s from 0 in
@@ -1167,30 +1129,40 @@ def _bp3_in_order(D, src, rows, scale, gW, gb):
 
 
 @pytest.mark.parametrize("kernel", ["narrow", "columns"])
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_out", [4, 6, 10, 16, 21])
-def test_bp3_shared_out_runs_in_the_documented_order(n_out, dtype, kernel):
-    """A gradient step of PARALLEL_MIN_WORK multiply-adds or more: the parallel build
-    shares out the blocks of columns (pairs of them for 5 to 16 neurons, the last share
-    an odd block: 100 columns are 13 float64 blocks, 7 float32), the serial build takes
-    them all in one call; each ∂C/∂w_jk and ∂C/∂b_j is still the documented sum,
-    bit for bit (here from compiled fmas in the same order)."""
+@pytest.mark.parametrize("n_out", [4, 6, 10, 14, 16, 21, 26])
+@pytest.mark.parametrize("n_in,m", [(19, 7), (40, 7), (100, 96)])
+def test_bp3_sums_run_in_the_documented_order(n_in, m, n_out, dtype, packed, kernel):
+    """The narrow gradient step's ∂C/∂w_jk and ∂C/∂b_j (serial and parallel builds, δ
+    read in place or packed) bit for bit as documented:
+    Σ_s δ_sj a_{rows[s],k} from 0 in ascending order of s, one fma per term, then times
+    scale; Σ_s δ_sj likewise by addition, then times scale (:func:`_bp3_in_order`,
+    compiled IEEE fmas and additions in that order). 21 rows: a block of 16 and one of 8
+    rows (3 of them past the layer); 26 rows: 16 and 10; 6, 10, 14 and 16 rows: blocks of
+    columns in pairs, 8 rows, 10, or 8 + 8 (2 past the layer); 4 rows: one block of
+    columns at a time. 19 or 40 columns: one to five blocks of a register's lanes, the
+    last partial (in pairs, a last odd block). 96 examples of 100 columns: work past
+    PARALLEL_MIN_WORK, so the parallel build shares out the blocks (pairs of them, the
+    last share an odd block: 13 float64 blocks, 7 float32) and the serial build takes
+    them all in one call."""
     from fastbp._config import PARALLEL_MIN_WORK
 
-    rng = np.random.default_rng(11)
-    m, n_in = 96, 100
-    assert m * n_out * n_in >= PARALLEL_MIN_WORK
+    rng = np.random.default_rng(7)
+    assert (m * n_out * n_in >= PARALLEL_MIN_WORK) == (m == 96)
     real = np.dtype(dtype).type
     D = rng.normal(size=(m, n_out)).astype(dtype)
-    src = rng.normal(size=(m + 5, n_in)).astype(dtype)
-    rows = rng.permutation(m + 5)[:m].astype(np.int64)
+    src = rng.normal(size=(m + 2, n_in)).astype(dtype)
+    rows = rng.permutation(m + 2)[:m].astype(np.int64)
     W = rng.normal(size=(n_out, n_in)).astype(dtype)
     b = rng.normal(size=n_out).astype(dtype)
     gW, gb = np.empty_like(W), np.empty_like(b)
     scale = real(1) / real(m)
     step = K.gradient_step_narrow if kernel == "narrow" else K.gradient_step_columns
+    panel = np.empty(K.panel_size(m, n_out) if packed else 0, dtype)
     step(D, src, rows, m, scale, W, b, gW, gb, W.copy(), b.copy(), real(0.1), real(0),
-         real(0), False, np.empty(0, dtype))
+         real(0), False, panel)
     expected_gW, expected_gb = np.empty_like(gW), np.empty_like(gb)
     _bp3_in_order(D, src, rows, scale, expected_gW, expected_gb)
     assert np.array_equal(gW, expected_gW) and np.array_equal(gb, expected_gb)
+
