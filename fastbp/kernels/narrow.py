@@ -678,6 +678,22 @@ def _pack_panel(D, m, j0, panel):
         load_prefix(panel, j0 * m + 16 * s, d_flat, s * n_out + j0, n, 16)
 
 
+@njit(inline="always", **SERIAL)
+def _coefficients(D, d_flat, panel, packed, m, j0):
+    """Where the gradient step reads example s's coefficients δ_sj0, δ_s(j0+1), ...:
+    ``(coefs, c_base, c_stride, c_inside)``, at c_base + s c_stride of ``coefs``, and
+    16 of them readable in place for s < c_inside: from the row of δ, or where
+    ``packed`` from the panels of δ^T (:func:`_pack_panel`: δ_sj at (j - j % 16) m +
+    16 s + j % 16), where 16 read from a j0 inside a panel run past its last example's
+    row."""
+    if packed:
+        within = j0 % GRADIENT_ROWS
+        return (panel, (j0 - within) * m + within, GRADIENT_ROWS,
+                m if within == 0 else m - 1)
+    n_out = D.shape[1]
+    return d_flat, j0, n_out, _rows_inside(D.shape[0], n_out, j0, 16)
+
+
 @njit(**NOALIAS)
 def _gradient_columns(D, A_prev, rows, m, coef, C, add, gb, scale, kb0, kb1, panel, packed,
                       zero):
@@ -718,11 +734,8 @@ def _gradient_columns(D, A_prev, rows, m, coef, C, add, gb, scale, kb0, kb1, pan
             a_src, a_base, a_stride = a_flat, k0, n_in
             a_inside = _rows_inside(A_prev.shape[0], n_in, k0, L)
         for j0 in range(0, n_out, GRADIENT_ROWS):
-            if packed:
-                coefs, c_base, c_stride, c_inside = panel, j0 * m, GRADIENT_ROWS, m
-            else:
-                coefs, c_base, c_stride = d_flat, j0, n_out
-                c_inside = _rows_inside(D.shape[0], n_out, j0, 16)
+            coefs, c_base, c_stride, c_inside = _coefficients(D, d_flat, panel, packed, m,
+                                                              j0)
             rest = n_out - j0
             # R a literal: each is its own body, its sums in registers
             if rest > 10:
@@ -770,12 +783,8 @@ def _gradient_pairs(D, A_prev, rows, m, coef, C, add, gb, scale, kb0, kb1, panel
         k0 = kb * L
         a_inside = _rows_inside(A_prev.shape[0], n_in, k0, 2 * L)
         for j0 in range(0, n_out, 8):
-            if packed:  # one panel (n_out <= 16): row j0 at j0 in each example's 16
-                coefs, c_base, c_stride = panel, j0, GRADIENT_ROWS
-                c_inside = m if j0 == 0 else m - 1
-            else:
-                coefs, c_base, c_stride = d_flat, j0, n_out
-                c_inside = _rows_inside(D.shape[0], n_out, j0, 16)
+            coefs, c_base, c_stride, c_inside = _coefficients(D, d_flat, panel, packed, m,
+                                                              j0)
             rest = n_out - j0
             if rest == 9 or rest == 10:
                 _pair_rows(rows, tail, dtail, m, coef, C, add, gb, scale, acc, acc2, j0,
