@@ -205,7 +205,7 @@ def test_element_wise_kernels_are_the_same_bits_in_any_vector_width(dtype, rng):
             as_usual(code, z, usual, np.int64(3), np.int64(4090))
         assert np.array_equal(wide.view(f"u{z.itemsize}"), usual.view(f"u{z.itemsize}")), act
         assert (wide[:3] == 7.0).all() and (wide[4090:] == 7.0).all()
-    for n in (2, 3, 10, 17, 33):
+    for n in (2, 3, 10, 16, 17, 32, 33):
         Z = _extreme_values(rng, dtype, 41 * n).reshape(41, n)
         Z[:20] = rng.normal(0, 10, (20, n))  # most rows finite, as in training
         wide, by_row = np.full_like(Z, 7.0), np.full_like(Z, 7.0)

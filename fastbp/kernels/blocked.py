@@ -279,7 +279,7 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
     n_jb = (n_out + 3) // 4
     n_sb = (m + 3) // 4
     work = m * n_out * n_in
-    if (n_out <= FORWARD_ROWS_MAX_OUTPUTS and n_sb >= FORWARD_MIN_TASKS
+    if (THREADED and n_out <= FORWARD_ROWS_MAX_OUTPUTS and n_sb >= FORWARD_MIN_TASKS
             and work >= PARALLEL_MIN_WORK):
         for p in prange(FORWARD_MIN_TASKS):
             s_lo, s_hi = _part_rows(np.int64(p), FORWARD_MIN_TASKS, m)
@@ -288,13 +288,16 @@ def _forward(A_prev, rows, W, b, act, m, Z, A):
                                s_lo, s_hi, zero)
             _activate_part(act, s_lo, s_hi, Z, A, n_out)
     else:
-        parts = _example_parts(n_jb, n_sb, work)
+        parts = _example_parts(n_jb, n_sb, work) if THREADED else 1
         for t in prange(n_jb * parts):
             t = np.int64(t)
             jb = t // parts
             s_lo, s_hi = _part_rows(t - jb * parts, parts, m)
             _forward_block(A_prev, rows, W, b, m, Z, 4 * jb, n_out, n_in, s_lo, s_hi, zero)
-        _activate_rows(act, m, Z, A, n_out)
+        if THREADED:
+            _activate_rows(act, m, Z, A, n_out)
+        else:  # one call over all the rows
+            _activate_part(act, np.int64(0), m, Z, A, n_out)
 
 
 def _backward(D, W, Z_prev, A_prev, act_prev, m, D_prev):
@@ -628,7 +631,14 @@ def _named(f, suffix, namespace=None):
 
 
 forward_par = njit(**PARALLEL)(_named(_forward, "_par"))
-forward_ser = njit(**WIDE)(_named(_forward, "_ser"))
+#: Whether a build of :func:`_forward` runs in parallel regions: its serial build
+#: (``forward_ser``, compiled with this False) does every block of neurons over the
+#: whole minibatch and then σ over all its rows in one call each, where the parallel
+#: build shares out parts (float32 100 -> 10 softmax over 100 examples: 16 rows at a
+#: time through :func:`~fastbp.kernels.layers.softmax_rows`' transposed blocks, where
+#: parts of 12 or 13 rows went row by row).
+THREADED = True
+forward_ser = njit(**WIDE)(_named(_forward, "_ser", dict(globals(), THREADED=False)))
 backward_par = njit(**PARALLEL)(_named(_backward, "_par"))
 backward_ser = njit(**WIDE)(_named(_backward, "_ser"))
 gradient_step_par = njit(**PARALLEL)(_named(_gradient_step, "_par"))

@@ -18,7 +18,9 @@ elements in and out of such fixed-width rows is here:
   set, added to by vector fused multiply-adds and summed across their lanes in a fixed
   pairwise order; :func:`axpy_prefix` and :func:`rows_axpy_prefix` add rows of sums,
   scaled, to an array's rows; :func:`transpose16` copies a 16 × 16 block's columns out
-  as rows.
+  as rows (:func:`transpose16_exact` into rows shorter than 16).
+- :func:`columns_sub_max16` and :func:`columns_normalise16`: a softmax's steps over
+  rows of 16 lanes, one lane per example (a transposed block of z).
 
 None of them checks bounds (the callers pass offsets of rows inside the arrays).
 
@@ -677,23 +679,14 @@ def _transpose_masks(h):
     return lo, [x + h for x in lo]
 
 
-@intrinsic
-def transpose16(typingctx, dst, dst_off, dst_stride, src, src_off, src_stride, n_rows,
-                n_cols):
-    """``dst[dst_off + t d:dst_off + t d + 16] = src[src_off + t::src_stride][:16]`` for
-    t < n_cols (d = ``dst_stride``, at least 16): the columns of a 16 × 16 block of
-    ``src`` (its rows i < n_rows at src_off + i src_stride, their first n_cols elements;
-    zeros in their place past either) stored as rows of 16 elements, d apart.
-
-    One masked load per row of the block, the transpose in registers (four stages of
-    16 shuffles, each interleaving blocks of 8, 4, 2 and then 1 lanes of two rows) and
-    one store per row of ``dst``: no element of ``src`` outside the block is read. The
-    narrow forward pass's copy of W^T as a loop, element by element, took about a fifth
-    of a 10 × 10 × 30 layer's pass (float64, sampled)."""
+def _transpose16(name, dst, dst_off, dst_stride, src, src_off, src_stride, n_rows,
+                 n_cols, exact):
+    """Typing and code generation of :func:`transpose16` and :func:`transpose16_exact`
+    (``exact``: each row of ``dst`` stored with a mask of its first ``n_rows`` lanes)."""
     for a in (dst, src):
-        _contiguous_1d(a, "transpose16")
+        _contiguous_1d(a, name)
     if dst.dtype != src.dtype:
-        raise TypingError("transpose16: dst and src must have one dtype")
+        raise TypingError(f"{name}: dst and src must have one dtype")
     sig = types.none(dst, dst_off, dst_stride, src, src_off, src_stride, n_rows, n_cols)
 
     def codegen(context, builder, sig, args):
@@ -721,15 +714,115 @@ def transpose16(typingctx, dst, dst_off, dst_stride, src, src_off, src_stride, n
                     rows[i] = builder.shuffle_vector(a, b, lo)
                     rows[i + h] = builder.shuffle_vector(a, b, hi)
         dst_off, dst_stride = arg(1), arg(2)
+        used = _mask(builder, n_rows, 16) if exact else None
         for t in range(16):
             with builder.if_then(builder.icmp_signed(">", n_cols, i64(t))):
                 p = _vptr(context, builder, sig.args[0], args[0],
                           builder.add(dst_off, builder.mul(dst_stride, i64(t))), types.int64,
                           vty)
-                builder.store(rows[t], p, align=align)
+                if exact:
+                    _masked_call(builder, "store", ir.VoidType(),
+                                 [rows[t], p, i32(align), used])
+                else:
+                    builder.store(rows[t], p, align=align)
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def transpose16(typingctx, dst, dst_off, dst_stride, src, src_off, src_stride, n_rows,
+                n_cols):
+    """``dst[dst_off + t d:dst_off + t d + 16] = src[src_off + t::src_stride][:16]`` for
+    t < n_cols (d = ``dst_stride``, at least 16): the columns of a 16 × 16 block of
+    ``src`` (its rows i < n_rows at src_off + i src_stride, their first n_cols elements;
+    zeros in their place past either) stored as rows of 16 elements, d apart.
+
+    One masked load per row of the block, the transpose in registers (four stages of
+    16 shuffles, each interleaving blocks of 8, 4, 2 and then 1 lanes of two rows) and
+    one store per row of ``dst``: no element of ``src`` outside the block is read. The
+    narrow forward pass's copy of W^T as a loop, element by element, took about a fifth
+    of a 10 × 10 × 30 layer's pass (float64, sampled)."""
+    return _transpose16("transpose16", dst, dst_off, dst_stride, src, src_off, src_stride,
+                        n_rows, n_cols, False)
+
+
+@intrinsic
+def transpose16_exact(typingctx, dst, dst_off, dst_stride, src, src_off, src_stride,
+                      n_rows, n_cols):
+    """:func:`transpose16` writing only the block's transpose: of each row t < n_cols of
+    ``dst`` its first n_rows elements, with a masked store (any ``dst_stride``: rows of
+    ``dst`` may be as short as n_rows). No element of ``dst`` outside the n_cols × n_rows
+    block is written."""
+    return _transpose16("transpose16_exact", dst, dst_off, dst_stride, src, src_off,
+                        src_stride, n_rows, n_cols, True)
+
+
+def _columns16(name, a, n, emit):
+    """Typing and code generation of the operations on the first ``n`` rows of 16
+    elements of ``a`` (row j at 16 j): ``emit(builder, row, n, vty)`` with ``row(j)`` the
+    pointer to row j (an i64 j) and ``n`` an i64."""
+    _contiguous_1d(a, name)
+
+    def codegen(context, builder, sig, args):
+        vty, align = _vector_of(context, sig.args[0].dtype, 16)
+        arr = make_array(sig.args[0])(context, builder, args[0])
+
+        def row(j):
+            return builder.bitcast(cgutils.gep(builder, arr.data,
+                                               builder.mul(j, j.type(16))),
+                                   vty.as_pointer())
+
+        emit(builder, row, context.cast(builder, args[1], sig.args[1], types.int64), vty,
+             align)
+        return context.get_dummy_value()
+
+    return types.none(a, n), codegen
+
+
+@intrinsic
+def columns_sub_max16(typingctx, a, n):
+    """Per lane i < 16 of the rows j < n of 16 elements of ``a`` (row j at 16 j, n >= 1):
+    m_i = max_j a[16 j + i], taken in order of j as ``m = x if x > m else m`` from
+    m = a[i] (a NaN in row 0 stays; one in a later row is passed over), then
+    a[16 j + i] -= m_i for every row: a softmax's shifted inputs, 16 examples at once."""
+
+    def emit(builder, row, n, vty, align):
+        i64 = ir.IntType(64)
+        best = cgutils.alloca_once_value(builder, builder.load(row(i64(0)), align=align))
+        with cgutils.for_range_slice(builder, i64(1), n, i64(1)) as (j, _):
+            x, m = builder.load(row(j), align=align), builder.load(best)
+            builder.store(builder.select(builder.fcmp_ordered(">", x, m), x, m), best)
+        m = builder.load(best)
+        with cgutils.for_range(builder, n) as loop:
+            p = row(loop.index)
+            builder.store(builder.fsub(builder.load(p, align=align), m), p, align=align)
+
+    return _columns16("columns_sub_max16", a, n, emit)
+
+
+@intrinsic
+def columns_normalise16(typingctx, a, n):
+    """Per lane i < 16 of the rows j < n of 16 elements of ``a`` (row j at 16 j):
+    t_i = 0 a[i] + Σ_j a[16 j + i], summed in order of j (as :func:`~fastbp.kernels.layers.
+    _row_sum` sums a row), then a[16 j + i] *= 1 / t_i: a softmax's quotients, 16
+    examples at once."""
+
+    def emit(builder, row, n, vty, align):
+        i64 = ir.IntType(64)
+        zero = ir.Constant(vty, [ir.Constant(vty.element, 0.0)] * 16)
+        one = ir.Constant(vty, [ir.Constant(vty.element, 1.0)] * 16)
+        total = cgutils.alloca_once_value(
+            builder, builder.fmul(zero, builder.load(row(i64(0)), align=align)))
+        with cgutils.for_range(builder, n) as loop:
+            x = builder.load(row(loop.index), align=align)
+            builder.store(builder.fadd(builder.load(total), x), total)
+        inv = builder.fdiv(one, builder.load(total))
+        with cgutils.for_range(builder, n) as loop:
+            p = row(loop.index)
+            builder.store(builder.fmul(builder.load(p, align=align), inv), p, align=align)
+
+    return _columns16("columns_normalise16", a, n, emit)
 
 
 @intrinsic
