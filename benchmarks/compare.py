@@ -677,6 +677,7 @@ def main(argv=None):
             good = check(args.workloads, args.dtypes, threads)
             print("\nall implementations agree" if good else "\nCHECK FAILED")
             return 0 if good else 1
+        start_region = wl.parallel_region_us()
         results = []
         for w in args.workloads:
             for dtype in args.dtypes:
@@ -686,11 +687,15 @@ def main(argv=None):
                                            turn=0.0 if args.quick else TURN)
                 results.append((w, dtype, n, rows))
         table = markdown(results, threads, args.repeat)
+        region = (f"- an empty parallel region of fastbp's threads: {start_region:.2f} µs "
+                  f"before the runs, {wl.parallel_region_us():.2f} µs after them")
+    print(region + "\n")
     print("## Seconds per epoch\n")
     print(table)
     if args.output:
         with open(args.output, "w") as f:
-            f.write("\n".join(machine_lines(threads, xla_note)) + "\n\n" + table + "\n")
+            f.write("\n".join([*machine_lines(threads, xla_note), region]) + "\n\n" + table
+                    + "\n")
     return 0
 
 

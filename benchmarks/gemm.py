@@ -397,6 +397,7 @@ def main(argv=None):
     note = wl.openblas_narrow_note()
     if note:
         print(f"# {note}")
+    print(f"# an empty parallel region: {wl.parallel_region_us():.2f} µs")
     print(f"{'workload':8} {'dtype':7} {'layer':>5} {'kernel':8} {'fastbp µs':>10} "
           f"{'BLAS µs':>9} {'form':>4} {'fastbp GF/s':>11} {'BLAS GF/s':>9} {'ratio':>6} "
           f"{'unfused µs':>10} {'vs unfused':>10} {'σ=id µs':>8} {'ratio id':>8}")
@@ -436,6 +437,7 @@ def main(argv=None):
                     if t_ident:
                         line += f" {t_ident[0] * 1e6:8.2f} {t_blas / t_ident[0]:8.2f}"
                     print(line, flush=True)
+    print(f"# an empty parallel region, at the end: {wl.parallel_region_us():.2f} µs")
     print("\nper workload, all the kernels of every layer (BLAS time / fastbp time; "
           "unfused time / fastbp time):")
     for (name, dtype), (a, b, c) in totals.items():

@@ -193,6 +193,42 @@ def openblas_narrow_note():
             "CPU; OPENBLAS_CORETYPE=SkylakeX selects its 512-bit ones")
 
 
+def parallel_region_us(calls=20000, samples=7):
+    """Median µs of one empty Numba parallel region (a task per thread), called back to
+    back from compiled code: the fixed cost each of a kernel's parallel regions pays in
+    this process, printed beside the tables that depend on it.
+
+    On this two-core KVM guest it is bimodal, about 0.85 or about 2.05 µs, and moves
+    between the two within a process and from one process to the next (with
+    ``OMP_PROC_BIND=true OMP_PLACES=cores`` as well; likewise with OMP_WAIT_POLICY=active
+    or a larger GOMP_SPINCOUNT, which leave the threads spinning as they are by default).
+    Kernels of a few µs with a parallel region move with it: W4's 100 -> 10 float64
+    forward pass over 100 examples took 2.4 µs in one run of gemm.py and 4.1-4.5 µs in
+    three others the same hour.
+    """
+    import numba
+    import time
+
+    @numba.njit(parallel=True, cache=False)
+    def region(x):
+        for i in numba.prange(x.size):
+            x[i] += 1.0
+
+    @numba.njit(cache=False)
+    def loop(x, n):
+        for _ in range(n):
+            region(x)
+
+    x = np.zeros(numba.get_num_threads())
+    loop(x, 10)
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        loop(x, calls)
+        times.append((time.perf_counter() - t0) / calls)
+    return float(np.median(times)) * 1e6
+
+
 def select(spec=None):
     """Workloads named in a comma-separated ``spec``; a family ("W4") selects all of it.
 
