@@ -296,7 +296,7 @@ def _softmax_columns(Z, A, start, stop, n):
     column for 16 examples (:func:`~fastbp.kernels.lanes.columns_sub_max16`,
     :func:`~fastbp.kernels.lanes.columns_normalise16`), then copied back
     (:func:`~fastbp.kernels.lanes.transpose16_exact`)."""
-    T = scratch(SOFTMAX_BLOCK, Z[0, 0] * ZERO)
+    T = scratch(SOFTMAX_BLOCK, Z.dtype.type(0))
     z_flat, a_flat = flat(Z), flat(A)
     for s0 in range(start, stop, 16):
         for c0 in range(0, n, 16):
@@ -315,16 +315,17 @@ def softmax_rows(Z, A, start, stop, n):
     elements: Z and A have n columns), bitwise the same.
 
     In float32, rows of at most :data:`SOFTMAX_COLUMNS` go 16 at a time through
-    :func:`_softmax_columns` (100 rows of 10: 0.70 against 0.79 µs, 32 rows of 10 or
-    20: 1.3x; float64's 16-lane rows of two registers ran 0.6-1.1x, and blocks of
-    fewer than 16 rows 0.8-1.0x). The other rows go in three passes: z - max z written
+    :func:`_softmax_columns` (100 rows of 10: 0.58 against 0.78 µs; 32 rows of 10, 20
+    and 32: 1.41x, 1.72x and 1.59x; float64's 16-lane rows of two registers ran
+    0.6-1.1x, and blocks of fewer than 16 rows, masked, 0.8-1.0x). The other rows go in
+    three passes: z - max z written
     to A row by row, then e^x over all of them in one loop, then each row summed in
     order of j and scaled. The one loop of e^x runs in full vectors: row by row, a row
     of 10 had left two lanes to a scalar e^x each (100 rows of 10: float64 1.87 µs
     against 3.00, float32 1.33 against 2.38; of 100: 1.2x and 1.4x). Compiled once per
     dtype, not inlined into each of the four forward kernels (inlined, its vectorised
     loops added about 1.5 s to a cold first fit)."""
-    if register_lanes(Z[0, 0], 1) == 16 and n <= SOFTMAX_COLUMNS:
+    if register_lanes(Z.dtype.type(0), 1) == 16 and n <= SOFTMAX_COLUMNS:
         full = start + (stop - start) // 16 * 16
         _softmax_columns(Z, A, start, full, n)
         start = full
