@@ -198,14 +198,15 @@ def parallel_region_us(calls=20000, samples=7):
     back from compiled code: the fixed cost each of a kernel's parallel regions pays in
     this process, printed beside the tables that depend on it.
 
-    On this two-core KVM guest it is bimodal, about 0.85 or about 2.05 µs, and moves
-    between the two within a process and from one process to the next (with
-    ``OMP_PROC_BIND=true OMP_PLACES=cores`` as well; likewise with OMP_WAIT_POLICY=active
-    or a larger GOMP_SPINCOUNT, which leave the threads spinning as they are by default).
-    Kernels of a few µs with a parallel region move with it: W4's 100 -> 10 float64
-    forward pass over 100 examples took 2.4 µs in one run of gemm.py and 4.1-4.5 µs in
-    three others the same hour.
+    On the two-core AMD EPYC (Zen 5) virtual machine of README.md's tables it is bimodal,
+    0.82-0.92 or 1.97-2.33 µs, and moves between the two within a process and from one
+    process to the next (with ``OMP_PROC_BIND=true OMP_PLACES=cores`` as well; likewise
+    with OMP_WAIT_POLICY=active or a larger GOMP_SPINCOUNT, which leave the threads
+    spinning as they are by default). Kernels of a few µs with a parallel region move
+    with it: W4's 100 -> 10 float64 forward pass over 100 examples took 2.4 µs in one run
+    of gemm.py and 4.1-4.7 µs in four others the same hour.
     """
+
     import numba
     import time
 

@@ -940,21 +940,31 @@ def test_fma_rounds_once(dtype):
 
 
 @numba.njit(**SERIAL)
-def _transpose16(dst, dst_off, dst_stride, src, src_off, src_stride, n_rows, n_cols):
-    lanes.transpose16(dst, dst_off, dst_stride, src, src_off, src_stride, n_rows, n_cols)
+def _transpose16(dst, dst_off, dst_stride, src, src_off, src_stride, n_rows, n_cols, exact):
+    if exact:
+        lanes.transpose16_exact(dst, dst_off, dst_stride, src, src_off, src_stride, n_rows,
+                                n_cols)
+    else:
+        lanes.transpose16(dst, dst_off, dst_stride, src, src_off, src_stride, n_rows, n_cols)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("dst_stride", [16, 32, 37])
+@pytest.mark.parametrize("exact, dst_stride", [(False, 16), (False, 32), (False, 37),
+                                               (True, 16), (True, 37), (True, 10),
+                                               (True, 3)])
 @pytest.mark.parametrize("n_rows, n_cols, src_off", [(16, 16, 0), (10, 14, 16), (1, 1, 3),
                                                      (16, 7, 5), (0, 4, 0), (3, 0, 0)])
 def test_transpose16_stores_the_blocks_columns_as_rows(dtype, n_rows, n_cols, src_off,
-                                                       dst_stride):
+                                                       exact, dst_stride):
     """The columns t < n_cols of the 16 × 16 block at src_off (rows i < n_rows, a stride
     apart; zeros past either) land as rows of 16 in dst, dst_stride apart; nothing else
     in dst is written, and nothing of src outside the block is read (src ends where the
     block does: a read past it would touch the guard page of a minimal array or the NaNs
-    around it)."""
+    around it). ``transpose16_exact`` writes only each row's first n_rows elements, so
+    its rows may be as short as that (a stride of 3 or 10: the rows written interleave
+    with untouched elements, which are checked)."""
+    if exact and dst_stride < n_rows:
+        pytest.skip("rows of dst shorter than the block's")
     stride = 30
     rng = np.random.default_rng(n_rows * 31 + n_cols)
     src = np.full(max(n_rows - 1, 0) * stride + src_off + n_cols + 3, np.nan, dtype)
@@ -962,14 +972,17 @@ def test_transpose16_stores_the_blocks_columns_as_rows(dtype, n_rows, n_cols, sr
     for i in range(n_rows):
         src[src_off + i * stride:src_off + i * stride + n_cols] = block[i, :n_cols]
     src = src[:max(n_rows - 1, 0) * stride + src_off + n_cols]  # the block's last element
-    dst = np.full(2 + 16 * dst_stride + 5, -7, dtype)
-    _transpose16(dst, 2, dst_stride, src, src_off, stride, n_rows, n_cols)
-    expected = np.zeros((16, 16), dtype)
-    expected[:n_rows, :n_cols] = block[:n_rows, :n_cols]
+    dst = np.full(2 + 16 * max(dst_stride, 16) + 5, -7, dtype)
+    _transpose16(dst, 2, dst_stride, src, src_off, stride, n_rows, n_cols, exact)
+    expected = np.full((16, dst_stride), -7, dtype)
+    if exact:
+        expected[:n_cols, :n_rows] = block[:n_rows, :n_cols].T
+    else:
+        expected[:n_cols, :16] = 0
+        expected[:n_cols, :n_rows] = block[:n_rows, :n_cols].T
     got = dst[2:2 + 16 * dst_stride].reshape(16, dst_stride)
-    assert np.array_equal(got[:n_cols, :16], expected.T[:n_cols])
-    assert (got[n_cols:] == -7).all() and (got[:, 16:] == -7).all()
-    assert (dst[:2] == -7).all() and (dst[-5:] == -7).all()
+    assert np.array_equal(got, expected)
+    assert (dst[:2] == -7).all() and (dst[2 + 16 * dst_stride:] == -7).all()
 
 
 @numba.njit(**SERIAL)

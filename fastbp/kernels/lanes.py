@@ -758,6 +758,13 @@ def transpose16_exact(typingctx, dst, dst_off, dst_stride, src, src_off, src_str
                         src_stride, n_rows, n_cols, True)
 
 
+def _each_row(builder, row, n, align, op):
+    """Rows j < n of :func:`_columns16`'s array replaced in place by ``op(row j)``."""
+    with cgutils.for_range(builder, n) as loop:
+        p = row(loop.index)
+        builder.store(op(builder.load(p, align=align)), p, align=align)
+
+
 def _columns16(name, a, n, emit):
     """Typing and code generation of the operations on the first ``n`` rows of 16
     elements of ``a`` (row j at 16 j): ``emit(builder, row, n, vty)`` with ``row(j)`` the
@@ -794,9 +801,7 @@ def columns_sub_max16(typingctx, a, n):
             x, m = builder.load(row(j), align=align), builder.load(best)
             builder.store(builder.select(builder.fcmp_ordered(">", x, m), x, m), best)
         m = builder.load(best)
-        with cgutils.for_range(builder, n) as loop:
-            p = row(loop.index)
-            builder.store(builder.fsub(builder.load(p, align=align), m), p, align=align)
+        _each_row(builder, row, n, align, lambda x: builder.fsub(x, m))
 
     return _columns16("columns_sub_max16", a, n, emit)
 
@@ -818,9 +823,7 @@ def columns_normalise16(typingctx, a, n):
             x = builder.load(row(loop.index), align=align)
             builder.store(builder.fadd(builder.load(total), x), total)
         inv = builder.fdiv(one, builder.load(total))
-        with cgutils.for_range(builder, n) as loop:
-            p = row(loop.index)
-            builder.store(builder.fmul(builder.load(p, align=align), inv), p, align=align)
+        _each_row(builder, row, n, align, lambda x: builder.fmul(x, inv))
 
     return _columns16("columns_normalise16", a, n, emit)
 
